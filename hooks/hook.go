@@ -1,0 +1,114 @@
+package hooks
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// Hook is one unit of startup work: a name, the hooks it runs after, an
+// optional gate it waits for before every attempt, and the work itself.
+//
+// A Hook is a plain value; Add copies it, so changing it afterwards has no
+// effect on a Runner.
+type Hook struct {
+	// Name identifies the hook in After lists, errors, events and reports.
+	// It must be non-empty and unique within a Runner.
+	Name string
+
+	// After names the hooks that must succeed before this one starts.
+	// Order and repetitions do not matter.
+	After []string
+
+	// Gate, if set, blocks until the hook may run, returning nil; it is
+	// called before the first attempt and again before every retry, so a
+	// condition that regressed since the last attempt (the apiserver is
+	// being restarted) makes the hook wait instead of fail. A readiness
+	// wait that returns when a condition holds, and holds steadily, fits
+	// here. The Gate must return promptly, with an error, when ctx ends.
+	// A Gate error while the run goes on fails the hook without a retry:
+	// the gate does its own waiting. Time spent in the Gate does not
+	// count against Timeout.
+	Gate func(ctx context.Context) error
+
+	// Run does the work. It must honour ctx: the context ends when the
+	// attempt's Timeout passes, when another hook aborts the run, or when
+	// Run's context ends, and context.Cause(ctx) then says which. Run may
+	// return Permanent(err) (or backoff.Permanent(err)) to stop retries.
+	// A panic in Run is recovered and fails the hook without a retry.
+	Run func(ctx context.Context) error
+
+	// Timeout bounds each attempt of Run separately. Zero means no bound.
+	Timeout time.Duration
+
+	// Retry returns a fresh backoff policy for this hook; it is called
+	// once per run. The policy's delays separate the attempts and its
+	// backoff.Stop ends them. Nil (or a nil policy) means a single attempt.
+	// For example:
+	//
+	//	Retry: func() backoff.BackOff {
+	//		return backoff.WithMaxRetries(backoff.NewExponentialBackOff(), 5)
+	//	},
+	Retry func() backoff.BackOff
+
+	// OnFailure says what a final failure of this hook does to the run.
+	// The zero value is Abort.
+	OnFailure FailurePolicy
+}
+
+// FailurePolicy says what a hook's final failure does to the rest of the run.
+type FailurePolicy int
+
+const (
+	// Abort cancels the contexts of all in-flight hooks with a cause
+	// wrapping ErrAborted and the failed hook's *HookError, and starts
+	// nothing more. It is the default.
+	Abort FailurePolicy = iota
+
+	// Continue skips the failed hook's dependants (transitively) and lets
+	// every independent branch go on. Run still returns an error.
+	Continue
+)
+
+// Permanent wraps err so that the hook returning it is not retried,
+// whatever its Retry policy. It is backoff.Permanent, here so that hooks
+// need not import the backoff package. Permanent(nil) is nil.
+func Permanent(err error) error { return backoff.Permanent(err) }
+
+// validate checks what Add can check about one hook on its own; pos is its
+// 1-based position in the Runner.
+func (h *Hook) validate(pos int) error {
+	switch {
+	case h.Name == "":
+		return fmt.Errorf("%w: hook #%d has an empty name", ErrInvalidHook, pos)
+	case h.Run == nil:
+		return fmt.Errorf("%w: hook %q has a nil Run", ErrInvalidHook, h.Name)
+	case h.Timeout < 0:
+		return fmt.Errorf("%w: hook %q has a negative Timeout %v", ErrInvalidHook, h.Name, h.Timeout)
+	case h.OnFailure != Abort && h.OnFailure != Continue:
+		return fmt.Errorf("%w: hook %q has an unknown OnFailure policy %d", ErrInvalidHook, h.Name, h.OnFailure)
+	}
+	for _, a := range h.After {
+		if a == "" {
+			return fmt.Errorf("%w: hook %q has an empty name in After", ErrInvalidHook, h.Name)
+		}
+	}
+	return nil
+}
+
+// clone returns a copy of h that shares no memory with the caller, with
+// duplicate After entries removed.
+func (h Hook) clone() Hook {
+	after := make([]string, 0, len(h.After))
+	seen := make(map[string]bool, len(h.After))
+	for _, a := range h.After {
+		if !seen[a] {
+			seen[a] = true
+			after = append(after, a)
+		}
+	}
+	h.After = after
+	return h
+}

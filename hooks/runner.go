@@ -1,0 +1,262 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
+)
+
+// Runner runs a graph of hooks once: each hook starts as soon as every hook
+// in its After list has succeeded and its Gate has opened, independent hooks
+// run concurrently, and Run reports what ran, when, and why anything did
+// not.
+//
+// Use New, or the zero Runner, which has the default options. A Runner is
+// goroutine-safe: Check, Report and Plan may be called at any time from any
+// goroutine, including from hooks and from the observer.
+type Runner struct {
+	opts options
+
+	mu    sync.Mutex
+	hooks []Hook         // in Add order; not modified once Run has started
+	index map[string]int // name → position in hooks
+
+	// Set when Run starts (graph != nil means started).
+	graph  *graph
+	st     []hookState // guarded by mu
+	cancel context.CancelCauseFunc
+	group  errgroup.Group
+	sem    *semaphore.Weighted // nil: no concurrency limit
+	log    logr.Logger
+	start  time.Time
+	end    time.Time // set, with done, when Run concludes
+	done   bool
+
+	obsMu sync.Mutex // serializes observer calls
+}
+
+// New returns a Runner with the given options. It returns an error, naming
+// the option, if an option is invalid.
+func New(opts ...Option) (*Runner, error) {
+	r := &Runner{}
+	for _, opt := range opts {
+		if opt == nil {
+			return nil, errors.New("hooks: New: nil Option")
+		}
+		if err := opt(&r.opts); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Add adds hooks to the Runner. It checks each on its own (a non-empty
+// unique name, a non-nil Run, a non-negative Timeout, a known OnFailure
+// policy, no empty After names) and adds either all of them or, if any is
+// invalid, none; the error then wraps ErrInvalidHook or ErrDuplicateHook
+// for each bad hook, naming it. After names are checked by Run and Plan, so
+// hooks may be added in any order. Add after Run has started returns an
+// error wrapping ErrStarted. Add does not block.
+func (r *Runner) Add(hooks ...Hook) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.graph != nil {
+		return fmt.Errorf("hooks: Add %s: %w", hookNames(hooks), ErrStarted)
+	}
+	var errs []error
+	batch := make(map[string]int, len(hooks))
+	for k := range hooks {
+		h := &hooks[k]
+		pos := len(r.hooks) + k + 1
+		if err := h.validate(pos); err != nil {
+			errs = append(errs, fmt.Errorf("hooks: %w", err))
+			continue
+		}
+		earlier, dup := r.index[h.Name]
+		if !dup {
+			earlier, dup = batch[h.Name]
+		}
+		if dup {
+			errs = append(errs, fmt.Errorf("hooks: %w: hook #%d is named %q like hook #%d, added earlier",
+				ErrDuplicateHook, pos, h.Name, earlier+1))
+			continue
+		}
+		batch[h.Name] = pos - 1
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if r.index == nil {
+		r.index = make(map[string]int, len(hooks))
+	}
+	for _, h := range hooks {
+		r.index[h.Name] = len(r.hooks)
+		r.hooks = append(r.hooks, h.clone())
+	}
+	return nil
+}
+
+// Run validates the graph and runs it; it may be called once.
+//
+// If an After name is unknown or the graph has a cycle, Run runs nothing
+// and returns an error wrapping ErrUnknownDependency and/or ErrCycle; the
+// Runner stays unstarted, so hooks may be added and Run called again.
+// Otherwise Run starts each hook as soon as all of its After hooks have
+// succeeded, waits on its Gate before every attempt, and retries it by its
+// Retry policy. A hook that fails for good with the Continue policy has its
+// dependants skipped; with the Abort policy it also cancels the context of
+// every in-flight hook, with a cause wrapping ErrAborted and its
+// *HookError, and nothing more starts.
+//
+// Run blocks until every started hook has returned, so no goroutine of the
+// run outlives it. When ctx ends, in-flight hooks and gates see their
+// context end and Run returns as soon as they have returned.
+//
+// Run returns nil if every hook succeeded, and otherwise a *RunError that
+// lists every failed hook with its error, every skipped hook with the
+// dependency that did not succeed, and every hook canceled unfinished, and
+// carries the full Report. A second Run returns an error wrapping
+// ErrStarted.
+func (r *Runner) Run(ctx context.Context) error {
+	if ctx == nil {
+		return errors.New("hooks: Run: nil context")
+	}
+	r.mu.Lock()
+	if r.graph != nil {
+		r.mu.Unlock()
+		return fmt.Errorf("hooks: Run: %w", ErrStarted)
+	}
+	g, err := newGraph(r.hooks)
+	if err != nil {
+		r.mu.Unlock()
+		return err
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	r.graph, r.cancel = g, cancel
+	r.st = make([]hookState, len(r.hooks))
+	if r.opts.concurrency > 0 {
+		r.sem = semaphore.NewWeighted(int64(r.opts.concurrency))
+	}
+	r.log = logr.FromContextOrDiscard(ctx)
+	if r.opts.logger != nil {
+		r.log = *r.opts.logger
+	}
+	r.start = r.now()
+	for i := range r.st {
+		r.st[i].waiting = len(g.deps[i])
+		if r.st[i].waiting == 0 {
+			r.releaseLocked(ctx, i)
+		}
+	}
+	r.mu.Unlock()
+
+	r.log.V(1).Info("hook run started", "hooks", len(r.hooks))
+	// The workers return no error: outcomes are recorded in r.st.
+	_ = r.group.Wait()
+	return r.conclude(ctx)
+}
+
+// conclude marks every hook that never got to finish as Canceled, freezes
+// the report, and builds Run's result.
+func (r *Runner) conclude(ctx context.Context) error {
+	var evs []Event
+	var cause error
+	r.mu.Lock()
+	if ctx.Err() != nil {
+		cause = context.Cause(ctx)
+	}
+	for i := range r.st {
+		if r.st[i].state.final() {
+			continue
+		}
+		// Only hooks whose dependencies never all succeeded get here:
+		// every released hook is settled by its own goroutine.
+		why := ctx.Err()
+		if why == nil {
+			why = errors.New("internal error: hook never released")
+		}
+		evs = r.endLocked(evs, i, Canceled, fmt.Errorf("%s: %w", r.describeLocked(i), why))
+	}
+	r.end, r.done = r.now(), true
+	rep := r.reportLocked()
+	r.mu.Unlock()
+	r.emit(evs)
+
+	for _, h := range rep.Hooks {
+		if h.State != Succeeded {
+			err := &RunError{Cause: cause, Report: rep}
+			r.log.Info("hook run did not succeed", "err", err.Error())
+			return err
+		}
+	}
+	r.log.V(1).Info("hook run succeeded", "hooks", len(rep.Hooks), "duration", rep.Duration)
+	return nil
+}
+
+// Report returns a snapshot of the run: complete once Run has returned,
+// partial while it runs, and every hook Pending before. It does not block
+// (beyond a short lock) and is goroutine-safe.
+func (r *Runner) Report() Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.reportLocked()
+}
+
+func (r *Runner) reportLocked() Report {
+	rep := Report{Hooks: make([]HookReport, len(r.hooks))}
+	for i, h := range r.hooks {
+		hr := HookReport{Name: h.Name}
+		if r.st != nil {
+			s := &r.st[i]
+			hr.State, hr.Err, hr.SkippedBy = s.state, s.err, s.skippedBy
+			hr.Attempts, hr.GateWait, hr.Running = s.attempts, s.gateWait, s.running
+			hr.Start, hr.End = s.start, s.end
+		}
+		rep.Hooks[i] = hr
+	}
+	if r.graph != nil {
+		end := r.end
+		if !r.done {
+			end = r.now()
+		}
+		rep.Duration = end.Sub(r.start)
+		rep.CriticalPath = criticalPath(r.graph, r.hooks, r.st)
+	}
+	return rep
+}
+
+func (r *Runner) now() time.Time {
+	if r.opts.now != nil {
+		return r.opts.now()
+	}
+	return time.Now()
+}
+
+// emit hands events to the observer, one call at a time. It must be called
+// without r.mu held: the observer may call Check or Report.
+func (r *Runner) emit(evs []Event) {
+	if len(evs) == 0 {
+		return
+	}
+	r.obsMu.Lock()
+	defer r.obsMu.Unlock()
+	for _, ev := range evs {
+		r.opts.observer(ev)
+	}
+}
+
+func hookNames(hooks []Hook) string {
+	names := make([]string, len(hooks))
+	for i, h := range hooks {
+		names[i] = fmt.Sprintf("%q", h.Name)
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,828 @@
+package hooks_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kubeboot/kubeboot/hooks"
+)
+
+// a → {b, c} → d: b and c overlap (each waits until the other has started
+// before it returns), and d starts only once the runner has recorded both
+// as succeeded.
+func TestRunsInDependencyOrder(t *testing.T) {
+	r := newRunner(t)
+	var aDone, bDone, cDone atomic.Bool
+	bStarted, cStarted := make(chan struct{}), make(chan struct{})
+	peer := func(name string, mine chan struct{}, other <-chan struct{}, done *atomic.Bool) func(context.Context) error {
+		return func(ctx context.Context) error {
+			if !aDone.Load() {
+				return fmt.Errorf("%s started before a ended", name)
+			}
+			close(mine)
+			if err := await(ctx, other, "the other middle hook to start"); err != nil {
+				return err
+			}
+			done.Store(true)
+			return nil
+		}
+	}
+	require.NoError(t, r.Add(
+		hooks.Hook{Name: "d", After: []string{"b", "c"}, Run: func(context.Context) error {
+			if !bDone.Load() || !cDone.Load() {
+				return errors.New("d started before b and c ended")
+			}
+			st := states(r.Report())
+			if st["b"] != hooks.Succeeded || st["c"] != hooks.Succeeded {
+				return fmt.Errorf("d started while b is %s and c is %s", st["b"], st["c"])
+			}
+			return nil
+		}},
+		hooks.Hook{Name: "b", After: []string{"a"}, Run: peer("b", bStarted, cStarted, &bDone)},
+		hooks.Hook{Name: "c", After: []string{"a"}, Run: peer("c", cStarted, bStarted, &cDone)},
+		hooks.Hook{Name: "a", Run: func(context.Context) error { aDone.Store(true); return nil }},
+	))
+
+	require.NoError(t, r.Run(context.Background()))
+
+	rep := r.Report()
+	for _, h := range rep.Hooks {
+		assert.Equal(t, hooks.Succeeded, h.State, h.Name)
+		assert.Equal(t, 1, h.Attempts, h.Name)
+		assert.Nil(t, h.Err, h.Name)
+	}
+	require.Len(t, rep.CriticalPath, 3)
+	assert.Equal(t, "a", rep.CriticalPath[0])
+	assert.Contains(t, []string{"b", "c"}, rep.CriticalPath[1])
+	assert.Equal(t, "d", rep.CriticalPath[2])
+	assert.NoError(t, r.Check(context.Background()))
+}
+
+func TestCycleDetected(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		hooks []hooks.Hook
+		path  string
+	}{{
+		name: "three",
+		hooks: []hooks.Hook{
+			{Name: "a", After: []string{"c"}},
+			{Name: "b", After: []string{"a"}},
+			{Name: "c", After: []string{"b"}},
+			{Name: "x"}, // would run, if anything ran
+		},
+		path: "a → b → c → a",
+	}, {
+		name:  "self",
+		hooks: []hooks.Hook{{Name: "x"}, {Name: "a", After: []string{"x", "a"}}},
+		path:  "a → a",
+	}, {
+		name: "reached from outside",
+		hooks: []hooks.Hook{
+			{Name: "top", After: []string{"p"}},
+			{Name: "p", After: []string{"q"}},
+			{Name: "q", After: []string{"p"}},
+		},
+		path: "p → q → p",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ran atomic.Int32
+			r := newRunner(t)
+			for _, h := range tc.hooks {
+				h.Run = func(context.Context) error { ran.Add(1); return nil }
+				require.NoError(t, r.Add(h))
+			}
+
+			err := r.Run(context.Background())
+			require.ErrorIs(t, err, hooks.ErrCycle)
+			assert.Contains(t, err.Error(), tc.path)
+			assert.NotErrorIs(t, err, hooks.ErrUnknownDependency)
+			assert.Zero(t, ran.Load(), "a hook ran")
+			for _, h := range r.Report().Hooks {
+				assert.Equal(t, hooks.Pending, h.State, h.Name)
+			}
+
+			_, err = r.Plan()
+			require.ErrorIs(t, err, hooks.ErrCycle)
+			assert.Contains(t, err.Error(), tc.path)
+		})
+	}
+}
+
+func TestUnknownDependency(t *testing.T) {
+	var ran atomic.Int32
+	run := func(context.Context) error { ran.Add(1); return nil }
+	r := newRunner(t)
+	require.NoError(t, r.Add(
+		hooks.Hook{Name: "a", Run: run},
+		hooks.Hook{Name: "b", After: []string{"x", "a", "y"}, Run: run},
+		hooks.Hook{Name: "c", After: []string{"z"}, Run: run},
+	))
+
+	err := r.Run(context.Background())
+	require.ErrorIs(t, err, hooks.ErrUnknownDependency)
+	assert.NotErrorIs(t, err, hooks.ErrCycle)
+	assert.Contains(t, err.Error(), `hook "b" runs after "x", "y"`)
+	assert.Contains(t, err.Error(), `hook "c" runs after "z"`)
+	assert.Zero(t, ran.Load(), "a hook ran")
+
+	// A graph rejected by Run leaves the Runner unstarted: completing it
+	// makes it runnable.
+	require.NoError(t, r.Add(
+		hooks.Hook{Name: "x", Run: run},
+		hooks.Hook{Name: "y", Run: run},
+		hooks.Hook{Name: "z", Run: run},
+	))
+	require.NoError(t, r.Run(context.Background()))
+	assert.EqualValues(t, 6, ran.Load())
+}
+
+func TestDuplicateName(t *testing.T) {
+	r := newRunner(t)
+	require.NoError(t, r.Add(hooks.Hook{Name: "a", Run: ok}))
+
+	err := r.Add(hooks.Hook{Name: "b", Run: ok}, hooks.Hook{Name: "a", Run: ok})
+	require.ErrorIs(t, err, hooks.ErrDuplicateHook)
+	assert.Contains(t, err.Error(), `hook #3 is named "a" like hook #1`)
+
+	err = r.Add(hooks.Hook{Name: "c", Run: ok}, hooks.Hook{Name: "c", Run: ok})
+	require.ErrorIs(t, err, hooks.ErrDuplicateHook)
+	assert.Contains(t, err.Error(), `hook #3 is named "c" like hook #2`)
+
+	// A rejected Add adds nothing: b and c are still free.
+	require.NoError(t, r.Add(hooks.Hook{Name: "b", Run: ok}, hooks.Hook{Name: "c", Run: ok}))
+	assert.Len(t, r.Report().Hooks, 3)
+}
+
+func TestNilRun(t *testing.T) {
+	r := newRunner(t)
+	err := r.Add(hooks.Hook{Name: "a", Run: ok}, hooks.Hook{Name: "etcd-snapshot"})
+	require.ErrorIs(t, err, hooks.ErrInvalidHook)
+	assert.Contains(t, err.Error(), `hook "etcd-snapshot" has a nil Run`)
+	assert.Empty(t, r.Report().Hooks, "a rejected Add added hooks")
+}
+
+func TestAddRejectsInvalidHooks(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hook hooks.Hook
+		want string
+	}{
+		{"empty name", hooks.Hook{Run: ok}, "hook #1 has an empty name"},
+		{"negative timeout", hooks.Hook{Name: "x", Run: ok, Timeout: -1}, `hook "x" has a negative Timeout`},
+		{"unknown policy", hooks.Hook{Name: "x", Run: ok, OnFailure: 7}, `hook "x" has an unknown OnFailure policy 7`},
+		{"empty After name", hooks.Hook{Name: "x", Run: ok, After: []string{""}}, `hook "x" has an empty name in After`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := newRunner(t).Add(tc.hook)
+			require.ErrorIs(t, err, hooks.ErrInvalidHook)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+func TestRunsOnce(t *testing.T) {
+	r := newRunner(t)
+	require.NoError(t, r.Add(hooks.Hook{Name: "a", Run: func(context.Context) error {
+		if err := r.Add(hooks.Hook{Name: "late", Run: ok}); !errors.Is(err, hooks.ErrStarted) {
+			return fmt.Errorf("Add during Run: got %v, want ErrStarted", err)
+		}
+		return nil
+	}}))
+	require.NoError(t, r.Run(context.Background()))
+	assert.ErrorIs(t, r.Run(context.Background()), hooks.ErrStarted)
+	assert.ErrorIs(t, r.Add(hooks.Hook{Name: "later", Run: ok}), hooks.ErrStarted)
+	assert.Len(t, r.Report().Hooks, 1)
+}
+
+func TestAbortCancelsInFlight(t *testing.T) {
+	r := newRunner(t)
+	cStarted := make(chan struct{})
+	cCause := make(chan error, 1)
+	var dRan atomic.Bool
+	require.NoError(t, r.Add(
+		hooks.Hook{Name: "b", Run: func(ctx context.Context) error {
+			if err := await(ctx, cStarted, "c to start"); err != nil {
+				return err
+			}
+			return errBoom
+		}},
+		hooks.Hook{Name: "c", Run: func(ctx context.Context) error {
+			close(cStarted)
+			if err := await(ctx, nil, "the run to be aborted"); !errors.Is(err, context.Canceled) {
+				return err
+			}
+			cCause <- context.Cause(ctx)
+			return ctx.Err()
+		}},
+		hooks.Hook{Name: "d", After: []string{"b"}, Run: func(context.Context) error { dRan.Store(true); return nil }},
+	))
+
+	err := r.Run(context.Background())
+
+	cause := <-cCause
+	require.ErrorIs(t, cause, hooks.ErrAborted)
+	require.ErrorIs(t, cause, errBoom)
+	var he *hooks.HookError
+	require.ErrorAs(t, cause, &he)
+	assert.Equal(t, "b", he.Hook)
+	assert.Contains(t, cause.Error(), `hook "b" failed`)
+	assert.False(t, dRan.Load(), "d ran after b failed")
+
+	re := runError(t, err)
+	assert.ErrorIs(t, re.Cause, hooks.ErrAborted)
+	assert.ErrorIs(t, err, errBoom)
+	rep := byName(re.Report)
+	assert.Equal(t, hooks.Failed, rep["b"].State)
+	assert.ErrorIs(t, rep["b"].Err, errBoom)
+	assert.Equal(t, hooks.Canceled, rep["c"].State)
+	assert.ErrorIs(t, rep["c"].Err, context.Canceled)
+	assert.Equal(t, 1, rep["c"].Attempts)
+	assert.Equal(t, hooks.Skipped, rep["d"].State)
+	assert.Equal(t, "b", rep["d"].SkippedBy)
+	assert.Zero(t, rep["d"].Attempts)
+
+	msg := err.Error()
+	assert.Contains(t, msg, `run aborted by hook "b"`)
+	assert.Contains(t, msg, `hook "b" failed: attempt 1: boom`)
+	assert.Contains(t, msg, `hook "c" canceled: attempt 1: context canceled`)
+	assert.Contains(t, msg, `hook "d" skipped: dependency "b" failed`)
+}
+
+func TestContinuePolicy(t *testing.T) {
+	rec := newRecorder()
+	bFailed := rec.when("b", hooks.EventFailed)
+	r := newRunner(t, hooks.WithObserver(rec.observe))
+	var dRan atomic.Bool
+	require.NoError(t, r.Add(
+		hooks.Hook{Name: "a", Run: ok},
+		hooks.Hook{Name: "b", After: []string{"a"}, OnFailure: hooks.Continue, Run: func(context.Context) error { return errBoom }},
+		hooks.Hook{Name: "d", After: []string{"b"}, Run: func(context.Context) error { dRan.Store(true); return nil }},
+		// e and f go on after b has failed: e's gate is b's failure.
+		hooks.Hook{Name: "e", After: []string{"a"}, Run: ok, Gate: func(ctx context.Context) error {
+			return await(ctx, bFailed, "b to fail")
+		}},
+		hooks.Hook{Name: "f", After: []string{"e"}, Run: ok},
+	))
+
+	err := r.Run(context.Background())
+
+	re := runError(t, err)
+	assert.NoError(t, re.Cause, "a Continue failure stopped the run")
+	assert.False(t, dRan.Load(), "d ran after b failed")
+	assert.Equal(t, map[string]hooks.State{
+		"a": hooks.Succeeded, "b": hooks.Failed, "d": hooks.Skipped, "e": hooks.Succeeded, "f": hooks.Succeeded,
+	}, states(re.Report))
+	assert.Equal(t, "b", byName(re.Report)["d"].SkippedBy)
+
+	// The error lists b failed and d skipped, nothing else.
+	var listed []string
+	for _, e := range re.Unwrap() {
+		var he *hooks.HookError
+		require.ErrorAs(t, e, &he)
+		listed = append(listed, he.Hook+" "+he.State.String())
+	}
+	assert.Equal(t, []string{"b failed", "d skipped"}, listed)
+	assert.Equal(t, `hooks: 2 of 5 hooks did not succeed: hook "b" failed: attempt 1: boom; hook "d" skipped: dependency "b" failed`, err.Error())
+}
+
+// delays is a backoff policy that hands out fixed delays, then stops.
+type delays struct {
+	next []time.Duration
+	all  []time.Duration
+}
+
+func newDelays(d ...time.Duration) *delays { return &delays{all: d} }
+
+func (d *delays) Reset() { d.next = d.all }
+
+func (d *delays) NextBackOff() time.Duration {
+	if len(d.next) == 0 {
+		return backoff.Stop
+	}
+	next := d.next[0]
+	d.next = d.next[1:]
+	return next
+}
+
+func TestRetryWithBackoff(t *testing.T) {
+	t.Run("fails twice then succeeds", func(t *testing.T) {
+		rec := newRecorder()
+		r := newRunner(t, hooks.WithObserver(rec.observe))
+		var calls atomic.Int32
+		require.NoError(t, r.Add(hooks.Hook{
+			Name:  "crds",
+			Retry: func() backoff.BackOff { return newDelays(time.Microsecond, 2*time.Microsecond, time.Microsecond) },
+			Run: func(context.Context) error {
+				if calls.Add(1) <= 2 {
+					return errors.New("connection refused")
+				}
+				return nil
+			},
+		}))
+
+		require.NoError(t, r.Run(context.Background()))
+
+		assert.EqualValues(t, 3, calls.Load())
+		assert.Equal(t, 3, r.Report().Hooks[0].Attempts)
+		evs := rec.of("crds")
+		assert.Equal(t, []string{"started/1", "attempt-failed/1", "started/2", "attempt-failed/2", "started/3", "succeeded/3"}, kinds(evs))
+		assert.Equal(t, time.Microsecond, evs[1].Delay)
+		assert.Equal(t, 2*time.Microsecond, evs[3].Delay)
+		assert.EqualError(t, evs[3].Err, "attempt 2: connection refused")
+	})
+
+	t.Run("retries run out", func(t *testing.T) {
+		r := newRunner(t)
+		var calls atomic.Int32
+		require.NoError(t, r.Add(hooks.Hook{
+			Name:  "crds",
+			Retry: func() backoff.BackOff { return backoff.WithMaxRetries(&backoff.ZeroBackOff{}, 2) },
+			Run:   func(context.Context) error { calls.Add(1); return errBoom },
+		}))
+		err := r.Run(context.Background())
+		require.ErrorIs(t, err, errBoom)
+		assert.Contains(t, err.Error(), `hook "crds" failed: attempt 3: boom`)
+		assert.EqualValues(t, 3, calls.Load())
+	})
+
+	for name, permanent := range map[string]func(error) error{
+		"hooks.Permanent stops at once":   hooks.Permanent,
+		"backoff.Permanent stops at once": backoff.Permanent,
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newRunner(t)
+			var calls atomic.Int32
+			require.NoError(t, r.Add(hooks.Hook{
+				Name:  "kubeconfig",
+				Retry: func() backoff.BackOff { return &backoff.ZeroBackOff{} }, // would retry forever
+				Run:   func(context.Context) error { calls.Add(1); return permanent(errBoom) },
+			}))
+			err := r.Run(context.Background())
+			require.ErrorIs(t, err, errBoom)
+			assert.EqualValues(t, 1, calls.Load())
+			assert.Equal(t, hooks.Failed, r.Report().Hooks[0].State)
+		})
+	}
+
+	t.Run("no Retry means one attempt", func(t *testing.T) {
+		r := newRunner(t)
+		var calls atomic.Int32
+		require.NoError(t, r.Add(hooks.Hook{Name: "x", Run: func(context.Context) error { calls.Add(1); return errBoom }}))
+		require.ErrorIs(t, r.Run(context.Background()), errBoom)
+		assert.EqualValues(t, 1, calls.Load())
+	})
+}
+
+// apiserver is a stand-in for a control-plane component whose readiness
+// can regress: up() and down() flip it, wait blocks until it is up.
+type apiserver struct {
+	mu    sync.Mutex
+	ready chan struct{} // closed while up
+	calls chan struct{} // one token per wait call
+}
+
+func newAPIServer() *apiserver {
+	return &apiserver{ready: make(chan struct{}), calls: make(chan struct{}, 16)}
+}
+
+func (a *apiserver) up() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	select {
+	case <-a.ready:
+	default:
+		close(a.ready)
+	}
+}
+
+func (a *apiserver) down() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	select {
+	case <-a.ready:
+		a.ready = make(chan struct{})
+	default:
+	}
+}
+
+func (a *apiserver) wait(ctx context.Context) error {
+	a.calls <- struct{}{}
+	a.mu.Lock()
+	ready := a.ready
+	a.mu.Unlock()
+	return await(ctx, ready, "the apiserver")
+}
+
+func TestGateRegressionWaits(t *testing.T) {
+	api := newAPIServer()
+	api.up()
+	r := newRunner(t)
+	var attempts atomic.Int32
+	require.NoError(t, r.Add(hooks.Hook{
+		Name:  "rbac",
+		Gate:  api.wait,
+		Retry: func() backoff.BackOff { return backoff.WithMaxRetries(&backoff.ZeroBackOff{}, 3) },
+		Run: func(context.Context) error {
+			if attempts.Add(1) == 1 {
+				api.down() // the static pod is being recreated
+				return errors.New("the apiserver went away")
+			}
+			return nil
+		},
+	}))
+
+	errc := runAsync(context.Background(), r)
+	mustAwait(t, api.calls, "the first gate call")
+	mustAwait(t, api.calls, "the gate call before the retry")
+
+	// The hook is waiting on its gate, not failing and not running.
+	assert.EqualValues(t, 1, attempts.Load())
+	h := r.Report().Hooks[0]
+	assert.Equal(t, hooks.Waiting, h.State)
+	assert.Equal(t, 1, h.Attempts)
+	err := r.Check(context.Background())
+	require.ErrorIs(t, err, hooks.ErrNotDone)
+	assert.Contains(t, err.Error(), `"rbac" (waiting for its gate before attempt 2)`)
+
+	api.up()
+	require.NoError(t, result(t, errc))
+	assert.EqualValues(t, 2, attempts.Load())
+	h = r.Report().Hooks[0]
+	assert.Equal(t, hooks.Succeeded, h.State)
+	assert.Equal(t, 2, h.Attempts)
+}
+
+func TestTimeoutPerAttempt(t *testing.T) {
+	t.Run("the attempt fails naming the hook and the timeout", func(t *testing.T) {
+		r := newRunner(t)
+		cause := make(chan error, 1)
+		require.NoError(t, r.Add(hooks.Hook{
+			Name:    "etcd-snapshot",
+			Timeout: time.Millisecond,
+			Run: func(ctx context.Context) error {
+				<-ctx.Done() // blocks past its Timeout
+				cause <- context.Cause(ctx)
+				return ctx.Err()
+			},
+		}))
+
+		err := r.Run(context.Background())
+
+		require.ErrorIs(t, err, hooks.ErrTimeout)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		assert.Contains(t, err.Error(), `hook "etcd-snapshot" failed: attempt 1: timed out after 1ms: context deadline exceeded`)
+		c := <-cause
+		assert.ErrorIs(t, c, hooks.ErrTimeout)
+		assert.EqualError(t, c, `hook "etcd-snapshot": timed out after 1ms`)
+	})
+
+	t.Run("each attempt has its own timeout", func(t *testing.T) {
+		rec := newRecorder()
+		r := newRunner(t, hooks.WithObserver(rec.observe))
+		var calls atomic.Int32
+		require.NoError(t, r.Add(hooks.Hook{
+			Name:    "etcd-snapshot",
+			Timeout: time.Millisecond,
+			Retry:   func() backoff.BackOff { return backoff.WithMaxRetries(&backoff.ZeroBackOff{}, 1) },
+			Run: func(ctx context.Context) error {
+				if calls.Add(1) == 1 {
+					<-ctx.Done()
+					return ctx.Err()
+				}
+				return ctx.Err() // nil: the second attempt has a fresh deadline
+			},
+		}))
+
+		require.NoError(t, r.Run(context.Background()))
+		evs := rec.of("etcd-snapshot")
+		require.Equal(t, []string{"started/1", "attempt-failed/1", "started/2", "succeeded/2"}, kinds(evs))
+		assert.ErrorIs(t, evs[1].Err, hooks.ErrTimeout)
+	})
+}
+
+func TestContextCanceledReportsPending(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := newRunner(t)
+	aStarted, gateCalled := make(chan struct{}), make(chan struct{})
+	require.NoError(t, r.Add(
+		hooks.Hook{Name: "done", Run: ok},
+		hooks.Hook{Name: "a", Run: func(ctx context.Context) error {
+			close(aStarted)
+			<-ctx.Done()
+			return ctx.Err()
+		}},
+		hooks.Hook{Name: "b", After: []string{"a"}, Run: ok},
+		hooks.Hook{Name: "c", Run: ok, Gate: func(ctx context.Context) error {
+			close(gateCalled)
+			<-ctx.Done()
+			return fmt.Errorf("waiting for apiserver readyz: %w", ctx.Err())
+		}},
+	))
+
+	errc := runAsync(ctx, r)
+	mustAwait(t, aStarted, "a to start")
+	mustAwait(t, gateCalled, "c's gate")
+	cancel()
+	err := result(t, errc)
+
+	require.ErrorIs(t, err, context.Canceled)
+	re := runError(t, err)
+	assert.ErrorIs(t, re.Cause, context.Canceled)
+	rep := byName(re.Report)
+	assert.Equal(t, hooks.Succeeded, rep["done"].State)
+	for _, name := range []string{"a", "b", "c"} {
+		assert.Equal(t, hooks.Canceled, rep[name].State, name)
+		assert.ErrorIs(t, rep[name].Err, context.Canceled, name)
+	}
+	msg := err.Error()
+	assert.Contains(t, msg, "3 of 4 hooks did not succeed (run stopped: context canceled)")
+	assert.Contains(t, msg, `hook "a" canceled: attempt 1: context canceled`)
+	assert.Contains(t, msg, `hook "b" canceled: not started, waiting for "a": context canceled`)
+	assert.Contains(t, msg, `hook "c" canceled: gate: waiting for apiserver readyz: context canceled`)
+	assert.NotContains(t, msg, `"done"`)
+}
+
+func TestHealthCheckNamesPending(t *testing.T) {
+	t.Run("fails until every hook succeeded", func(t *testing.T) {
+		r := newRunner(t)
+		ctx := context.Background()
+		aStarted, release := make(chan struct{}), make(chan struct{})
+		require.NoError(t, r.Add(
+			hooks.Hook{Name: "a", Run: func(ctx context.Context) error {
+				close(aStarted)
+				return await(ctx, release, "the test to release a")
+			}},
+			hooks.Hook{Name: "b", After: []string{"a"}, Run: ok},
+		))
+
+		err := r.Check(ctx)
+		require.ErrorIs(t, err, hooks.ErrNotDone)
+		assert.EqualError(t, err, `hooks: not done: "a" (not started: Run has not been called), "b" (not started: Run has not been called)`)
+
+		errc := runAsync(ctx, r)
+		mustAwait(t, aStarted, "a to start")
+		err = r.Check(ctx)
+		require.ErrorIs(t, err, hooks.ErrNotDone)
+		assert.EqualError(t, err, `hooks: not done: "a" (running attempt 1), "b" (not started, waiting for "a")`)
+
+		close(release)
+		require.NoError(t, result(t, errc))
+		assert.NoError(t, r.Check(ctx))
+	})
+
+	t.Run("keeps failing after a failed run", func(t *testing.T) {
+		r := newRunner(t)
+		require.NoError(t, r.Add(
+			hooks.Hook{Name: "a", Run: ok},
+			hooks.Hook{Name: "b", Run: func(context.Context) error { return errBoom }, OnFailure: hooks.Continue},
+		))
+		require.Error(t, r.Run(context.Background()))
+		err := r.Check(context.Background())
+		require.ErrorIs(t, err, hooks.ErrNotDone)
+		assert.EqualError(t, err, `hooks: not done: "b" (failed: attempt 1: boom)`)
+	})
+
+	t.Run("no hooks pass", func(t *testing.T) {
+		r := newRunner(t)
+		assert.NoError(t, r.Check(context.Background()))
+		assert.NoError(t, r.Run(context.Background()))
+		assert.NoError(t, r.Check(context.Background()))
+	})
+}
+
+// With a limit of 2, a third hook starts only after one of the first two
+// has returned: the test releases one hook per start it sees, so an
+// unlimited runner would have three in flight at the third start.
+func TestConcurrencyLimit(t *testing.T) {
+	const n, limit = 6, 2
+	r := newRunner(t, hooks.WithConcurrency(limit))
+	var inFlight, maxInFlight atomic.Int32
+	started := make(chan struct{}, n)
+	release := make(chan struct{})
+	for i := range n {
+		require.NoError(t, r.Add(hooks.Hook{Name: fmt.Sprint("h", i), Run: func(ctx context.Context) error {
+			now := inFlight.Add(1)
+			for m := maxInFlight.Load(); now > m && !maxInFlight.CompareAndSwap(m, now); m = maxInFlight.Load() {
+			}
+			started <- struct{}{}
+			err := await(ctx, release, "the test to release a hook")
+			inFlight.Add(-1)
+			return err
+		}}))
+	}
+	errc := runAsync(context.Background(), r)
+	for range limit {
+		mustAwait(t, started, "a hook to start")
+	}
+	for range n - limit {
+		release <- struct{}{}
+		mustAwait(t, started, "the next hook to start")
+	}
+	for range limit {
+		release <- struct{}{}
+	}
+	require.NoError(t, result(t, errc))
+	assert.EqualValues(t, limit, maxInFlight.Load())
+}
+
+func TestObserverEvents(t *testing.T) {
+	rec := newRecorder()
+	clock := newFakeClock()
+	tick := func() time.Time { clock.Advance(time.Second); return clock.Now() }
+	r := newRunner(t, hooks.WithObserver(rec.observe), hooks.WithClock(tick))
+	var calls atomic.Int32
+	require.NoError(t, r.Add(
+		hooks.Hook{
+			Name:  "x",
+			Gate:  ok,
+			Retry: func() backoff.BackOff { return newDelays(0) },
+			Run: func(context.Context) error {
+				if calls.Add(1) == 1 {
+					return errBoom
+				}
+				return nil
+			},
+		},
+		hooks.Hook{Name: "y", OnFailure: hooks.Continue, Run: func(context.Context) error { return errBoom }},
+		hooks.Hook{Name: "z", After: []string{"y"}, Run: ok},
+	))
+
+	require.Error(t, r.Run(context.Background()))
+
+	x := rec.of("x")
+	assert.Equal(t, []string{"gate-waiting/1", "started/1", "attempt-failed/1", "gate-waiting/2", "started/2", "succeeded/2"}, kinds(x))
+	for k := 1; k < len(x); k++ {
+		assert.True(t, x[k].Time.After(x[k-1].Time), "event %d of x is not after the one before", k)
+	}
+	assert.Equal(t, []string{"started/1", "failed/1"}, kinds(rec.of("y")))
+	z := rec.of("z")
+	assert.Equal(t, []string{"skipped/0"}, kinds(z))
+	assert.EqualError(t, z[0].Err, `hook "z" skipped: dependency "y" failed`)
+	assert.Equal(t, `z skipped: hook "z" skipped: dependency "y" failed`, z[0].String())
+}
+
+func TestReportTimings(t *testing.T) {
+	clock := newFakeClock()
+	rec := newRecorder()
+	bStarted := rec.when("b", hooks.EventStarted)
+	cSucceeded := rec.when("c", hooks.EventSucceeded)
+	r := newRunner(t, hooks.WithClock(clock.Now), hooks.WithObserver(rec.observe))
+	// The clock moves only inside hooks, in an order fixed by channels:
+	// a's gate 2s, a 3s, then b and c overlap: c 1s, then b 5s more; d 1s.
+	work := func(d time.Duration, after <-chan struct{}) func(context.Context) error {
+		return func(ctx context.Context) error {
+			if err := await(ctx, after, "the hook before"); err != nil {
+				return err
+			}
+			clock.Advance(d)
+			return nil
+		}
+	}
+	closed := make(chan struct{})
+	close(closed)
+	require.NoError(t, r.Add(
+		hooks.Hook{Name: "a", Gate: work(2*time.Second, closed), Run: work(3*time.Second, closed)},
+		hooks.Hook{Name: "b", After: []string{"a"}, Run: work(5*time.Second, cSucceeded)},
+		hooks.Hook{Name: "c", Gate: work(0, bStarted), Run: work(time.Second, closed)},
+		hooks.Hook{Name: "d", After: []string{"b", "c"}, Run: work(time.Second, closed)},
+	))
+
+	require.NoError(t, r.Run(context.Background()))
+
+	rep := r.Report()
+	h := byName(rep)
+	assert.Equal(t, 2*time.Second, h["a"].GateWait)
+	assert.Equal(t, 3*time.Second, h["a"].Running)
+	assert.Equal(t, time.Duration(0), h["a"].Start)
+	assert.Equal(t, 5*time.Second, h["a"].End)
+	assert.Equal(t, 5*time.Second, h["b"].Start)
+	assert.Equal(t, 6*time.Second, h["b"].Running)
+	assert.Equal(t, 11*time.Second, h["b"].End)
+	assert.Equal(t, time.Second, h["c"].Running)
+	assert.Equal(t, 6*time.Second, h["c"].End)
+	assert.Equal(t, 11*time.Second, h["d"].Start)
+	assert.Equal(t, 12*time.Second, h["d"].End)
+	assert.Equal(t, 12*time.Second, rep.Duration)
+	assert.Equal(t, []string{"a", "b", "d"}, rep.CriticalPath)
+}
+
+func TestPlan(t *testing.T) {
+	r := newRunner(t)
+	require.NoError(t, r.Add(
+		hooks.Hook{Name: "cni", After: []string{"crds", "rbac"}, Run: ok, Gate: ok},
+		hooks.Hook{Name: "crds", Run: ok, Gate: ok},
+		hooks.Hook{Name: "rbac", Run: ok},
+		hooks.Hook{Name: "metrics", After: []string{"cni"}, Run: ok, OnFailure: hooks.Continue},
+		hooks.Hook{Name: `odd "name"`, After: []string{"rbac"}, Run: ok},
+	))
+
+	p, err := r.Plan()
+	require.NoError(t, err)
+	assert.Equal(t, [][]string{{"crds", "rbac"}, {"cni", `odd "name"`}, {"metrics"}}, p.Levels)
+	assert.Equal(t, `digraph hooks {
+	rankdir=LR;
+	"cni" [shape=box];
+	"crds" [shape=box];
+	"rbac";
+	"metrics" [style=dashed];
+	"odd \"name\"";
+	"crds" -> "cni";
+	"rbac" -> "cni";
+	"cni" -> "metrics";
+	"rbac" -> "odd \"name\"";
+}
+`, p.DOT())
+
+	// Plan does not start the Runner.
+	require.NoError(t, r.Run(context.Background()))
+}
+
+func TestPanicFailsTheHook(t *testing.T) {
+	r := newRunner(t)
+	var calls atomic.Int32
+	require.NoError(t, r.Add(
+		hooks.Hook{
+			Name:      "buggy",
+			OnFailure: hooks.Continue,
+			Retry:     func() backoff.BackOff { return &backoff.ZeroBackOff{} },
+			Run:       func(context.Context) error { calls.Add(1); panic("nil map") },
+		},
+		hooks.Hook{Name: "buggy-gate", OnFailure: hooks.Continue, Run: ok, Gate: func(context.Context) error { panic("oops") }},
+		hooks.Hook{Name: "fine", Run: ok},
+	))
+
+	err := r.Run(context.Background())
+	assert.Contains(t, err.Error(), `hook "buggy" failed: attempt 1: Run panicked: nil map`)
+	assert.Contains(t, err.Error(), `hook "buggy-gate" failed: gate: gate panicked: oops`)
+	assert.EqualValues(t, 1, calls.Load(), "a panic was retried")
+	assert.Equal(t, hooks.Succeeded, states(r.Report())["fine"])
+}
+
+func TestGoexitFailsTheHook(t *testing.T) {
+	r := newRunner(t, hooks.WithConcurrency(1))
+	require.NoError(t, r.Add(
+		hooks.Hook{Name: "exits", OnFailure: hooks.Continue, Run: func(context.Context) error { runtime.Goexit(); return nil }},
+		hooks.Hook{Name: "after", After: []string{"exits"}, Run: ok},
+		hooks.Hook{Name: "fine", Run: ok}, // needs the slot "exits" held
+	))
+	err := r.Run(context.Background())
+	assert.Contains(t, err.Error(), `hook "exits" failed: the hook's goroutine exited without returning (runtime.Goexit)`)
+	assert.Equal(t, map[string]hooks.State{"exits": hooks.Failed, "after": hooks.Skipped, "fine": hooks.Succeeded}, states(r.Report()))
+}
+
+func TestBadInput(t *testing.T) {
+	for name, opt := range map[string]hooks.Option{
+		"negative concurrency": hooks.WithConcurrency(-1),
+		"nil observer":         hooks.WithObserver(nil),
+		"nil clock":            hooks.WithClock(nil),
+		"nil option":           nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := hooks.New(opt)
+			assert.Error(t, err)
+			assert.Nil(t, r)
+		})
+	}
+	t.Run("nil context", func(t *testing.T) {
+		var r hooks.Runner // the zero Runner is usable
+		require.NoError(t, r.Add(hooks.Hook{Name: "a", Run: ok}))
+		var ctx context.Context
+		assert.ErrorContains(t, r.Run(ctx), "nil context")
+		assert.NoError(t, r.Run(context.Background()))
+	})
+}
+
+// Hooks get a context carrying the Runner's logger, named after the hook.
+func TestLoggerInContext(t *testing.T) {
+	var lines []string
+	var mu sync.Mutex
+	log := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = append(lines, args)
+	}, funcr.Options{Verbosity: 1})
+	r := newRunner(t, hooks.WithLogger(log))
+	require.NoError(t, r.Add(hooks.Hook{Name: "crds", Run: func(ctx context.Context) error {
+		logr.FromContextOrDiscard(ctx).Info("applied", "count", 3)
+		return nil
+	}}))
+	require.NoError(t, r.Run(context.Background()))
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Contains(t, strings.Join(lines, "\n"), `"msg"="applied" "hook"="crds" "count"=3`)
+}
