@@ -1,0 +1,445 @@
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// APIServerOption configures StartAPIServer and NewAPIServer.
+type APIServerOption func(*apiServerConfig)
+
+type apiServerConfig struct {
+	etcd        *Cluster
+	etcdServers []string
+	extraArgs   []string
+	dir         string
+	logf        func(string, ...any)
+}
+
+// WithEtcd runs the apiserver against an existing cluster instead of a
+// private single-member one. The caller keeps ownership of the cluster.
+func WithEtcd(c *Cluster) APIServerOption { return func(o *apiServerConfig) { o.etcd = c } }
+
+// WithEtcdServers overrides the --etcd-servers URLs (for example to put a
+// fault Proxy between the apiserver and etcd). TLS settings still come from
+// the cluster.
+func WithEtcdServers(urls ...string) APIServerOption {
+	return func(o *apiServerConfig) { o.etcdServers = urls }
+}
+
+// WithExtraArgs appends kube-apiserver flags.
+func WithExtraArgs(args ...string) APIServerOption {
+	return func(o *apiServerConfig) { o.extraArgs = append(o.extraArgs, args...) }
+}
+
+// WithAPIServerDir puts certificates, keys and the log under dir (default: a
+// new temporary directory that Close removes).
+func WithAPIServerDir(dir string) APIServerOption { return func(o *apiServerConfig) { o.dir = dir } }
+
+// WithBuildLog receives progress messages about a kube-apiserver build.
+func WithBuildLog(logf func(string, ...any)) APIServerOption {
+	return func(o *apiServerConfig) { o.logf = logf }
+}
+
+// APIServer is a real kube-apiserver process on 127.0.0.1 with RBAC
+// authorization, a static admin token in system:masters and service-account
+// token signing. Its methods are safe for concurrent use.
+type APIServer struct {
+	cfg     apiServerConfig
+	bin     string
+	dir     string
+	ownDir  bool
+	etcd    *Cluster
+	ownEtcd bool
+	args    []string
+	host    string
+	ca      *CA
+	token   string
+	// LogFile receives the process's stdout and stderr.
+	LogFile string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// StartAPIServer builds or finds the kube-apiserver binary, starts it and
+// waits until /readyz is 200 and the default namespace exists.
+func StartAPIServer(ctx context.Context, opts ...APIServerOption) (_ *APIServer, err error) {
+	var cfg apiServerConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	bin, err := KubeAPIServerBinary(ctx, cfg.logf)
+	if err != nil {
+		return nil, err
+	}
+	a := &APIServer{cfg: cfg, bin: bin, dir: cfg.dir, etcd: cfg.etcd}
+	if a.dir == "" {
+		if a.dir, err = os.MkdirTemp("", "kubeboot-apiserver-"); err != nil {
+			return nil, err
+		}
+		a.ownDir = true
+	}
+	defer func() {
+		if err != nil {
+			_ = a.Close()
+		}
+	}()
+	if a.etcd == nil {
+		if a.etcd, err = StartCluster(ctx, WithDir(filepath.Join(a.dir, "etcd"))); err != nil {
+			return nil, err
+		}
+		a.ownEtcd = true
+	}
+	if err := a.prepare(); err != nil {
+		return nil, err
+	}
+	return a, a.Start(ctx)
+}
+
+func (a *APIServer) prepare() error {
+	ca, err := NewCA(a.dir)
+	if err != nil {
+		return err
+	}
+	a.ca = ca
+	serving, err := ca.Issue(a.dir, "apiserver", "kube-apiserver")
+	if err != nil {
+		return err
+	}
+	saKey, saPub := filepath.Join(a.dir, "sa.key"), filepath.Join(a.dir, "sa.pub")
+	if err := writeRSAKeyPair(saKey, saPub); err != nil {
+		return err
+	}
+	tok := make([]byte, 16)
+	if _, err := rand.Read(tok); err != nil {
+		return err
+	}
+	a.token = hex.EncodeToString(tok)
+	tokens := filepath.Join(a.dir, "tokens.csv")
+	if err := os.WriteFile(tokens, []byte(a.token+`,kubeboot-admin,kubeboot-admin,"system:masters"`+"\n"), 0o600); err != nil {
+		return err
+	}
+	servers := a.cfg.etcdServers
+	if len(servers) == 0 {
+		servers = a.etcd.Endpoints()
+	}
+	a.LogFile = filepath.Join(a.dir, "kube-apiserver.log")
+	a.args = []string{
+		"--etcd-servers=" + strings.Join(servers, ","),
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		"--cert-dir=" + filepath.Join(a.dir, "certs"),
+		"--tls-cert-file=" + serving.CertFile,
+		"--tls-private-key-file=" + serving.KeyFile,
+		"--client-ca-file=" + ca.CertFile,
+		"--token-auth-file=" + tokens,
+		"--authorization-mode=Node,RBAC",
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + saPub,
+		"--service-account-signing-key-file=" + saKey,
+		"--service-cluster-ip-range=10.96.0.0/16",
+		"--disable-admission-plugins=ServiceAccount",
+		"--endpoint-reconciler-type=none",
+		"--enable-priority-and-fairness=false",
+		"--profiling=false",
+	}
+	if a.etcd.MutualTLS() {
+		cc := a.etcd.ClientCert()
+		a.args = append(a.args, "--etcd-cafile="+a.etcd.CA().CertFile, "--etcd-certfile="+cc.CertFile, "--etcd-keyfile="+cc.KeyFile)
+	}
+	a.args = append(a.args, a.cfg.extraArgs...)
+	return nil
+}
+
+// Start starts the process if it is not running (a new loopback port on the
+// first start, the same one on restarts) and waits until it is ready.
+func (a *APIServer) Start(ctx context.Context) error {
+	a.mu.Lock()
+	if a.cmd != nil {
+		a.mu.Unlock()
+		return errors.New("testenv: kube-apiserver already running")
+	}
+	if a.host == "" {
+		port, err := freePort()
+		if err != nil {
+			a.mu.Unlock()
+			return err
+		}
+		a.host = "127.0.0.1:" + strconv.Itoa(port)
+	}
+	_, port, _ := strings.Cut(a.host, ":")
+	log, err := os.OpenFile(a.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		a.mu.Unlock()
+		return err
+	}
+	cmd := exec.Command(a.bin, append([]string{"--secure-port=" + port}, a.args...)...)
+	if Verbose() {
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	} else {
+		cmd.Stdout, cmd.Stderr = log, log
+	}
+	// Own process group, killed if the test binary dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		_ = log.Close()
+		a.mu.Unlock()
+		return fmt.Errorf("testenv: start kube-apiserver: %w", err)
+	}
+	exited := make(chan struct{})
+	a.cmd, a.exited = cmd, exited
+	a.mu.Unlock()
+	go func() {
+		_ = cmd.Wait()
+		_ = log.Close()
+		close(exited)
+	}()
+	if err := a.waitReady(ctx, exited); err != nil {
+		_ = a.Stop()
+		return err
+	}
+	return nil
+}
+
+func (a *APIServer) waitReady(ctx context.Context, exited <-chan struct{}) error {
+	cs, err := a.Clientset()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var last error
+	for {
+		last = a.readyOnce(ctx, cs)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("testenv: kube-apiserver exited before it was ready (last: %v); log tail:\n%s", last, a.LogTail(30))
+		case <-ctx.Done():
+			return fmt.Errorf("testenv: waiting for kube-apiserver on %s: %w (last: %v); log tail:\n%s", a.host, ctx.Err(), last, a.LogTail(30))
+		case <-tick.C:
+		}
+	}
+}
+
+func (a *APIServer) readyOnce(ctx context.Context, cs kubernetes.Interface) error {
+	var code int
+	res := cs.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).StatusCode(&code)
+	if code != http.StatusOK {
+		return fmt.Errorf("/readyz: %d %v", code, res.Error())
+	}
+	if _, err := cs.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err != nil {
+		return fmt.Errorf("namespace default: %w", err)
+	}
+	return nil
+}
+
+// Stop sends SIGTERM to the process group, and SIGKILL after a short grace,
+// then waits for it to exit. Stopping a stopped server is a no-op.
+func (a *APIServer) Stop() error {
+	a.mu.Lock()
+	cmd, exited := a.cmd, a.exited
+	a.cmd, a.exited = nil, nil
+	a.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(3 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+	}
+	return nil
+}
+
+// Restart stops and starts the process on the same port.
+func (a *APIServer) Restart(ctx context.Context) error {
+	if err := a.Stop(); err != nil {
+		return err
+	}
+	return a.Start(ctx)
+}
+
+// Close stops the process, then its private etcd, then removes its
+// directory if it made it.
+func (a *APIServer) Close() error {
+	err := a.Stop()
+	if a.ownEtcd && a.etcd != nil {
+		_ = a.etcd.Close()
+	}
+	if a.ownDir {
+		_ = os.RemoveAll(a.dir)
+	}
+	return err
+}
+
+// Running reports whether the process is running.
+func (a *APIServer) Running() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cmd != nil
+}
+
+// URL returns "https://127.0.0.1:<port>".
+func (a *APIServer) URL() string { return "https://" + a.host }
+
+// Etcd returns the cluster the apiserver stores its data in.
+func (a *APIServer) Etcd() *Cluster { return a.etcd }
+
+// CA returns the CA that signed the serving certificate.
+func (a *APIServer) CA() *CA { return a.ca }
+
+// Config returns a fresh admin *rest.Config (user kubeboot-admin in
+// system:masters).
+func (a *APIServer) Config() *rest.Config {
+	return a.configWithToken(a.token)
+}
+
+// ConfigWithToken returns a config that presents an arbitrary bearer token
+// (for testing bad credentials).
+func (a *APIServer) ConfigWithToken(token string) *rest.Config { return a.configWithToken(token) }
+
+func (a *APIServer) configWithToken(token string) *rest.Config {
+	return &rest.Config{
+		Host:            a.URL(),
+		BearerToken:     token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: a.ca.PEM()},
+		QPS:             200,
+		Burst:           400,
+	}
+}
+
+// Clientset returns an admin clientset.
+func (a *APIServer) Clientset() (*kubernetes.Clientset, error) {
+	return kubernetes.NewForConfig(a.Config())
+}
+
+// Kubeconfig writes an admin kubeconfig to path.
+func (a *APIServer) Kubeconfig(path string) error {
+	caFile := a.ca.CertFile
+	doc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: kubeboot
+  cluster: {server: %q, certificate-authority: %q}
+users:
+- name: kubeboot-admin
+  user: {token: %q}
+contexts:
+- name: kubeboot
+  context: {cluster: kubeboot, user: kubeboot-admin}
+current-context: kubeboot
+`, a.URL(), caFile, a.token)
+	return os.WriteFile(path, []byte(doc), 0o600)
+}
+
+// LogTail returns the last n lines of the process's output.
+func (a *APIServer) LogTail(n int) string { return tailFile(a.LogFile, n) }
+
+// ServiceAccountConfig creates (if needed) the namespace and ServiceAccount
+// and returns a config authenticated as it through a TokenRequest. The
+// ServiceAccount has no rights until the caller binds some.
+func (a *APIServer) ServiceAccountConfig(ctx context.Context, namespace, name string) (*rest.Config, error) {
+	cs, err := a.Clientset()
+	if err != nil {
+		return nil, err
+	}
+	if err := ensureNamespace(ctx, cs, namespace); err != nil {
+		return nil, err
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace}}
+	if _, err := cs.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, fmt.Errorf("testenv: create ServiceAccount %s/%s: %w", namespace, name, err)
+	}
+	exp := int64(3600)
+	tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("testenv: token for ServiceAccount %s/%s: %w", namespace, name, err)
+	}
+	return a.configWithToken(tr.Status.Token), nil
+}
+
+// BindClusterRules creates a ClusterRole named roleName with rules and binds
+// it to the ServiceAccount namespace/name with a ClusterRoleBinding of the
+// same name.
+func (a *APIServer) BindClusterRules(ctx context.Context, namespace, name, roleName string, rules []rbacv1.PolicyRule) error {
+	cs, err := a.Clientset()
+	if err != nil {
+		return err
+	}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: roleName}, Rules: rules}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("testenv: create ClusterRole %s: %w", roleName, err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: roleName},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: roleName},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: namespace, Name: name}},
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("testenv: create ClusterRoleBinding %s: %w", roleName, err)
+	}
+	return nil
+}
+
+// BindNamespaceRules creates a Role named roleName in roleNamespace with
+// rules and binds it to the ServiceAccount saNamespace/name.
+func (a *APIServer) BindNamespaceRules(ctx context.Context, roleNamespace, saNamespace, name, roleName string, rules []rbacv1.PolicyRule) error {
+	cs, err := a.Clientset()
+	if err != nil {
+		return err
+	}
+	if err := ensureNamespace(ctx, cs, roleNamespace); err != nil {
+		return err
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: roleName, Namespace: roleNamespace}, Rules: rules}
+	if _, err := cs.RbacV1().Roles(roleNamespace).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("testenv: create Role %s/%s: %w", roleNamespace, roleName, err)
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: roleName, Namespace: roleNamespace},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: roleName},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: saNamespace, Name: name}},
+	}
+	if _, err := cs.RbacV1().RoleBindings(roleNamespace).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("testenv: create RoleBinding %s/%s: %w", roleNamespace, roleName, err)
+	}
+	return nil
+}
+
+func ensureNamespace(ctx context.Context, cs kubernetes.Interface, name string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("testenv: create namespace %s: %w", name, err)
+	}
+	return nil
+}

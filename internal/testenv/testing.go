@@ -1,0 +1,97 @@
+package testenv
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// StartTimeout bounds how long NewCluster and NewAPIServer wait for their
+// servers (a cold kube-apiserver build is not counted: make test builds it
+// first).
+const StartTimeout = 2 * time.Minute
+
+// NewCluster starts an etcd cluster for the test, with its data in
+// t.TempDir(); cleanup stops it and, if the test failed, logs each member's
+// log tail.
+func NewCluster(t testing.TB, opts ...ClusterOption) *Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
+	defer cancel()
+	c, err := StartCluster(ctx, append([]ClusterOption{WithDir(t.TempDir())}, opts...)...)
+	if err != nil {
+		t.Fatalf("start etcd cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("etcd logs:\n%s", c.LogTail(40))
+		}
+		_ = c.Close()
+	})
+	return c
+}
+
+// NewAPIServer starts a real kube-apiserver (and, unless WithEtcd is given,
+// its own single-member etcd) for the test; cleanup stops the apiserver
+// before its etcd and, if the test failed, logs the apiserver's output tail.
+func NewAPIServer(t testing.TB, opts ...APIServerOption) *APIServer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	opts = append([]APIServerOption{WithAPIServerDir(t.TempDir()), WithBuildLog(t.Logf)}, opts...)
+	a, err := StartAPIServer(ctx, opts...)
+	if err != nil {
+		t.Fatalf("start kube-apiserver: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kube-apiserver log tail:\n%s", a.LogTail(60))
+		}
+		_ = a.Close()
+	})
+	return a
+}
+
+// NewProxyFor starts a fault proxy in front of addr ("host:port") and closes
+// it at cleanup.
+func NewProxyFor(t testing.TB, addr string) *Proxy {
+	t.Helper()
+	p, err := NewProxy(addr)
+	if err != nil {
+		t.Fatalf("start proxy: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+// Eventually calls cond every interval until it returns nil, failing the
+// test with cond's last error if timeout passes first. It is for awaiting
+// state that offers no watch; timeout is a failure guard, not a measurement.
+func Eventually(t testing.TB, timeout, interval time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %v", timeout, err)
+		}
+		time.Sleep(interval)
+	}
+}
+
+// LeakOptions are the goleak options for packages whose tests use these
+// servers: goroutines that etcd, gRPC and client-go start once per process
+// and never stop, none of which belongs to a test.
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+		goleak.IgnoreAnyFunction("k8s.io/client-go/util/workqueue.(*Typed[...]).updateUnfinishedWorkLoop"),
+		goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+	}
+}
