@@ -1,0 +1,85 @@
+// Package readiness answers "is it ready, and if not, why?" for the parts
+// of a Kubernetes control plane, and waits until the answer is yes and
+// stays yes.
+//
+// # Why
+//
+// RKE2 v1.31.8 released its startup hooks on "apiserver ready" while the
+// etcd and kube-apiserver static pods were being recreated during an
+// upgrade (rke2 #8269, fixed in v1.31.9-rc2). The gate had seen the old
+// apiserver answer; a hook then hit it as it went away, and the process
+// died. A readiness gate must mean that the current pod is up — the one
+// with the new manifest — and that it stays up, and when it is not, it
+// must say why instead of returning false.
+//
+// # Checks
+//
+// A Check returns nil when ready and an error naming the component and
+// the reason otherwise. Built-ins:
+//
+//   - EtcdHealthy: a leader exists, a linearizable read succeeds, no alarm
+//     is active; with WithMemberQuorum, a quorum of voting members answers
+//     Status, and the failure names those that do not.
+//   - APIServerReady: GET /readyz (with excluded checks); a failure names
+//     the failing checks ("[-]etcd"), and tells a credential or RBAC
+//     problem (ErrAccessDenied) and a dead server (ErrUnreachable) apart
+//     from "not ready" (*ReadyzError).
+//   - StaticPodReady: the mirror pod exists, is not terminating, is Ready
+//     with all containers ready, and carries the expected config hash (or
+//     not the old one: WithHashChangedFrom). Event-driven: it watches the
+//     one pod.
+//   - HTTPGet and TCPDial.
+//
+// Named, All (every failure listed) and Any compose them; CheckFunc adapts
+// a function.
+//
+// # Waiting
+//
+// Wait runs a check until it passes and stays passing (WithStability: "3
+// passes spanning at least 2 s"), with a capped, jittered exponential
+// backoff between failures (github.com/cenkalti/backoff/v4, replaceable
+// with WithBackoff). A check that implements Watcher wakes Wait as soon as
+// what it looks at changes, so Wait reacts in milliseconds and the backoff
+// is only the floor. Each attempt is bounded (WithAttemptTimeout); an
+// observer (WithObserver) sees every attempt, and a logr logger
+// (WithLogger) its progress. When the context ends, Wait returns a
+// *NotReadyError that wraps ctx.Err() and carries the last reason and the
+// attempt count. Gate turns a wait into the func(ctx) error gate that
+// package hooks takes.
+//
+//	apiserverUp := readiness.All(
+//		readiness.StaticPodReady(cs, "kube-system", "kube-apiserver-"+node,
+//			readiness.WithHashChangedFrom(oldHash)),
+//		readiness.APIServerReady(cs.Discovery().RESTClient()),
+//	)
+//	err := readiness.Wait(ctx, apiserverUp, readiness.WithStability(3, 2*time.Second))
+//	var nr *readiness.NotReadyError
+//	if errors.As(err, &nr) {
+//		log.Error(err, "control plane not up", "attempts", nr.Attempts, "last", nr.Last)
+//	}
+//
+// # RBAC
+//
+// What each apiserver-facing check needs, exactly (the tests run them
+// under a ServiceAccount bound to these rules and nothing else):
+//
+//   - StaticPodReady: get, list and watch on pods in the pod's namespace
+//     (a Role: apiGroups [""], resources ["pods"], verbs ["get", "list",
+//     "watch"]).
+//   - APIServerReady: get on the non-resource URL /readyz, which the
+//     default ClusterRole system:public-info-viewer grants to all users,
+//     authenticated or not; nothing to bind.
+//
+// EtcdHealthy talks to etcd, not the apiserver: with etcd authentication
+// enabled, Maintenance.Status needs the root role; the read (where
+// "permission denied" still proves a quorum answered) and AlarmList need
+// nothing.
+//
+// # Concurrency and cancellation
+//
+// Wait blocks and may be called concurrently; checks are safe for
+// concurrent use. Nothing Wait starts outlives it. Cancellation returns
+// promptly with an error wrapping ctx.Err(). Bad input (nil clients or
+// checks, empty names, malformed URLs, bad options) fails with a permanent
+// error wrapping ErrInvalid, never a panic.
+package readiness

@@ -1,0 +1,185 @@
+package readiness
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-logr/logr"
+)
+
+// Defaults used by Wait when no option overrides them.
+const (
+	// DefaultAttemptTimeout bounds each attempt of a check.
+	DefaultAttemptTimeout = 5 * time.Second
+	// DefaultInitialDelay and DefaultMaxDelay shape the default backoff:
+	// exponential with jitter from DefaultInitialDelay, doubling, capped
+	// at DefaultMaxDelay, never giving up (Wait's ctx decides that).
+	DefaultInitialDelay = 50 * time.Millisecond
+	DefaultMaxDelay     = 2 * time.Second
+)
+
+// Option configures Wait and Gate. Options are applied in order; a bad
+// option makes Wait fail at once with an ErrInvalid error.
+type Option func(*options) error
+
+type options struct {
+	newBackoff func() backoff.BackOff
+	passes     int
+	window     time.Duration
+	timeout    time.Duration
+	observer   func(Attempt)
+	logger     *logr.Logger
+	clock      Clock
+}
+
+func newOptions(opts []Option) (*options, error) {
+	o := &options{
+		newBackoff: defaultBackoff,
+		passes:     1,
+		timeout:    DefaultAttemptTimeout,
+	}
+	for i, opt := range opts {
+		if opt == nil {
+			return nil, invalid("Wait: option %d is nil", i+1)
+		}
+		if err := opt(o); err != nil {
+			return nil, Permanent(fmt.Errorf("readiness: %w: %w", ErrInvalid, err))
+		}
+	}
+	return o, nil
+}
+
+func defaultBackoff() backoff.BackOff {
+	return backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(DefaultInitialDelay),
+		backoff.WithMultiplier(2),
+		backoff.WithRandomizationFactor(0.3),
+		backoff.WithMaxInterval(DefaultMaxDelay),
+		backoff.WithMaxElapsedTime(0),
+	)
+}
+
+// WithBackoff replaces the default backoff (exponential with jitter, 50 ms
+// growing to a 2 s cap) with a policy from newPolicy, which Wait calls once
+// per call, so one Gate may be used concurrently. The policy's delays
+// separate failing attempts and it is Reset whenever the check passes; if
+// it returns backoff.Stop, Wait returns a *NotReadyError wrapping
+// ErrGaveUp. A Watcher check's change signal cuts a delay short, so with
+// such checks the policy is only the floor. A nil newPolicy is an error.
+//
+//	readiness.WithBackoff(func() backoff.BackOff { return backoff.NewConstantBackOff(5 * time.Second) })
+func WithBackoff(newPolicy func() backoff.BackOff) Option {
+	return func(o *options) error {
+		if newPolicy == nil {
+			return errors.New("WithBackoff(nil)")
+		}
+		o.newBackoff = newPolicy
+		return nil
+	}
+}
+
+// WithStability makes Wait return only after passes consecutive passing
+// attempts spanning at least window (from the first of them to the last):
+// "3 passes spanning at least 2 s". Any failure starts the count again.
+// This rides out a component that is up for a moment and then replaced.
+//
+// While passing but not yet stable, Wait spaces the remaining passes
+// evenly over what is left of window; with a zero window it uses the
+// backoff policy's first delay. A Watcher's change signal re-checks at
+// once. The default is one pass and no window. passes must be at least 1
+// and window not negative.
+func WithStability(passes int, window time.Duration) Option {
+	return func(o *options) error {
+		if passes < 1 {
+			return fmt.Errorf("WithStability(%d, %s): passes must be at least 1", passes, window)
+		}
+		if window < 0 {
+			return fmt.Errorf("WithStability(%d, %s): window must not be negative", passes, window)
+		}
+		o.passes, o.window = passes, window
+		return nil
+	}
+}
+
+// WithAttemptTimeout bounds each attempt (default DefaultAttemptTimeout):
+// the check's context ends after d, so a hung probe does not hold Wait up
+// for longer, and the attempt's failure says "no answer within d". d must
+// be positive.
+func WithAttemptTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("WithAttemptTimeout(%s): must be positive", d)
+		}
+		o.timeout = d
+		return nil
+	}
+}
+
+// Attempt describes one attempt of a check, for WithObserver.
+type Attempt struct {
+	// Check names the check.
+	Check string
+	// N counts attempts from 1.
+	N int
+	// Err is the attempt's failure, nil if it passed.
+	Err error
+	// Passes is the number of consecutive passes including this one.
+	Passes int
+	// Stable is true on the attempt that completes the stability
+	// requirement; Wait returns nil right after.
+	Stable bool
+	// Took is how long the attempt ran.
+	Took time.Duration
+	// Next is the delay before the next attempt (a change signal may cut
+	// it short); zero when Wait is about to return.
+	Next time.Duration
+}
+
+// WithObserver has Wait call f after every attempt (progress displays,
+// metrics). f is called synchronously from Wait's goroutine, so calls are
+// never concurrent and Wait waits for f: it must not block for long. A
+// nil f is an error.
+func WithObserver(f func(Attempt)) Option {
+	return func(o *options) error {
+		if f == nil {
+			return errors.New("WithObserver(nil)")
+		}
+		o.observer = f
+		return nil
+	}
+}
+
+// WithLogger sets the logger Wait logs to: failing attempts at V(1), the
+// outcome at V(0). Without it, Wait uses logr.FromContextOrDiscard(ctx).
+func WithLogger(l logr.Logger) Option {
+	return func(o *options) error {
+		o.logger = &l
+		return nil
+	}
+}
+
+// Clock is the time source for Wait's delays and stability window. The
+// real clock is the default; tests inject a fake one with WithClock to
+// step through delays without sleeping. Implementations must be safe for
+// concurrent use.
+type Clock interface {
+	// Now returns the current time.
+	Now() time.Time
+	// After returns a channel that receives once d has passed.
+	After(d time.Duration) <-chan time.Time
+}
+
+// WithClock replaces the real clock for Wait's delays and stability
+// window. Attempt timeouts and the contexts given to checks still use
+// real time. A nil clock is an error.
+func WithClock(c Clock) Option {
+	return func(o *options) error {
+		if c == nil {
+			return errors.New("WithClock(nil)")
+		}
+		o.clock = c
+		return nil
+	}
+}

@@ -1,0 +1,275 @@
+package readiness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+)
+
+// The annotations the kubelet puts on a mirror pod.
+const (
+	configHashAnnotation   = "kubernetes.io/config.hash"
+	configMirrorAnnotation = "kubernetes.io/config.mirror"
+)
+
+// PodOption configures StaticPodReady.
+type PodOption func(*podCheck) error
+
+// WithExpectedHash requires the mirror pod's kubernetes.io/config.hash
+// annotation to equal hash: the pod that is up runs the manifest the
+// caller wrote. hash must not be empty.
+func WithExpectedHash(hash string) PodOption {
+	return func(p *podCheck) error {
+		if hash == "" {
+			return errors.New("WithExpectedHash: empty hash")
+		}
+		p.wantHash = hash
+		return nil
+	}
+}
+
+// WithHashChangedFrom requires the mirror pod's kubernetes.io/config.hash
+// annotation to differ from old: the pod that is up is the new one, not
+// the one that was running before the manifest changed. old must not be
+// empty.
+func WithHashChangedFrom(old string) PodOption {
+	return func(p *podCheck) error {
+		if old == "" {
+			return errors.New("WithHashChangedFrom: empty hash")
+		}
+		p.oldHash = old
+		return nil
+	}
+}
+
+// StaticPodReady returns a check that the mirror pod namespace/name of a
+// static pod (the kubelet names it "<pod>-<node>", e.g.
+// "kube-apiserver-node1" in "kube-system") is up: it exists, is a mirror
+// pod (kubernetes.io/config.mirror), is not terminating, is Running with
+// its Ready condition True and every container ready, and, with
+// WithExpectedHash or WithHashChangedFrom, carries the right
+// kubernetes.io/config.hash. The failure names the pod and every
+// condition that fails ("mirror pod kube-system/kube-apiserver-node1:
+// config hash abc, want def; condition Ready is False").
+//
+// The check is a Watcher: under Wait it watches that one pod (list and
+// watch with the field selector metadata.name=<name>, re-established when
+// the server closes it) and re-checks on every change, so Wait reacts in
+// milliseconds and its backoff is only the floor. Each check is one GET.
+//
+// RBAC: get, list and watch on pods in namespace (a Role is enough).
+// 401/403 failures wrap ErrAccessDenied.
+//
+// A nil client, an empty namespace or name, or a bad option makes every
+// call fail with a permanent ErrInvalid error. StaticPodReady does not
+// block; the check is safe for concurrent use.
+func StaticPodReady(c kubernetes.Interface, namespace, name string, opts ...PodOption) Check {
+	p := &podCheck{c: c, ns: namespace, name: name}
+	switch cs, ok := c.(*kubernetes.Clientset); {
+	case c == nil || (ok && cs == nil):
+		p.bad = invalid("StaticPodReady: nil kubernetes.Interface")
+	case namespace == "":
+		p.bad = invalid("StaticPodReady: empty namespace")
+	case name == "":
+		p.bad = invalid("StaticPodReady: empty pod name")
+	}
+	for i, opt := range opts {
+		if p.bad != nil {
+			break
+		}
+		if opt == nil {
+			p.bad = invalid("StaticPodReady: option %d is nil", i+1)
+		} else if err := opt(p); err != nil {
+			p.bad = Permanent(fmt.Errorf("readiness: %w: StaticPodReady: %w", ErrInvalid, err))
+		}
+	}
+	return p
+}
+
+type podCheck struct {
+	c        kubernetes.Interface
+	ns, name string
+	wantHash string
+	oldHash  string
+	bad      error
+}
+
+func (p *podCheck) Name() string { return "mirror pod " + p.ns + "/" + p.name }
+
+func (p *podCheck) Check(ctx context.Context) error {
+	if p.bad != nil {
+		return p.bad
+	}
+	pod, err := p.c.CoreV1().Pods(p.ns).Get(ctx, p.name, metav1.GetOptions{})
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("%s: not found", p.Name())
+		}
+		return fmt.Errorf("%s: %w", p.Name(), classifyHTTP(err))
+	}
+	if problems := p.evaluate(pod); len(problems) > 0 {
+		return fmt.Errorf("%s: %s", p.Name(), strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// evaluate lists what keeps pod from being the ready mirror pod wanted.
+func (p *podCheck) evaluate(pod *corev1.Pod) []string {
+	var problems []string
+	if _, ok := pod.Annotations[configMirrorAnnotation]; !ok {
+		problems = append(problems, "not a mirror pod (no "+configMirrorAnnotation+" annotation)")
+	}
+	if ts := pod.DeletionTimestamp; ts != nil {
+		problems = append(problems, "terminating (deletion requested at "+ts.UTC().Format(time.RFC3339)+")")
+	}
+	hash, hasHash := pod.Annotations[configHashAnnotation]
+	switch {
+	case (p.wantHash != "" || p.oldHash != "") && !hasHash:
+		problems = append(problems, "no "+configHashAnnotation+" annotation")
+	case p.wantHash != "" && hash != p.wantHash:
+		problems = append(problems, fmt.Sprintf("config hash %s, want %s", hash, p.wantHash))
+	case p.oldHash != "" && hash == p.oldHash:
+		problems = append(problems, fmt.Sprintf("config hash %s is still the old one", hash))
+	}
+	if pod.Status.Phase != corev1.PodRunning {
+		phase := string(pod.Status.Phase)
+		if phase == "" {
+			phase = "unknown (no status yet)"
+		}
+		problems = append(problems, "phase "+phase)
+	}
+	problems = append(problems, readyCondition(pod)...)
+	problems = append(problems, containersReady(pod)...)
+	return problems
+}
+
+func readyCondition(pod *corev1.Pod) []string {
+	for _, c := range pod.Status.Conditions {
+		if c.Type != corev1.PodReady {
+			continue
+		}
+		if c.Status == corev1.ConditionTrue {
+			return nil
+		}
+		s := "condition Ready is " + string(c.Status)
+		if c.Reason != "" || c.Message != "" {
+			s += " (" + strings.TrimSpace(c.Reason+" "+c.Message) + ")"
+		}
+		return []string{s}
+	}
+	return []string{"no Ready condition"}
+}
+
+func containersReady(pod *corev1.Pod) []string {
+	statuses := make(map[string]corev1.ContainerStatus, len(pod.Status.ContainerStatuses))
+	for _, s := range pod.Status.ContainerStatuses {
+		statuses[s.Name] = s
+	}
+	var problems []string
+	for _, c := range pod.Spec.Containers {
+		s, ok := statuses[c.Name]
+		switch {
+		case !ok:
+			problems = append(problems, "container "+c.Name+" has no status")
+		case !s.Ready:
+			problems = append(problems, "container "+c.Name+" not ready"+containerState(s.State))
+		}
+	}
+	return problems
+}
+
+func containerState(st corev1.ContainerState) string {
+	switch {
+	case st.Waiting != nil && st.Waiting.Reason != "":
+		return " (waiting: " + st.Waiting.Reason + ")"
+	case st.Terminated != nil:
+		return fmt.Sprintf(" (terminated: %s, exit code %d)", st.Terminated.Reason, st.Terminated.ExitCode)
+	}
+	return ""
+}
+
+// Watch lists and watches the one pod until ctx ends, calling changed
+// after every (re-)list and on every event. Failures are retried with a
+// capped exponential backoff.
+func (p *podCheck) Watch(ctx context.Context, changed func()) error {
+	if p.bad != nil {
+		return p.bad
+	}
+	log := logr.FromContextOrDiscard(ctx).WithValues("pod", p.ns+"/"+p.name)
+	pods := p.c.CoreV1().Pods(p.ns)
+	selector := fields.OneTermEqualSelector("metadata.name", p.name).String()
+	retry := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(100*time.Millisecond),
+		backoff.WithMaxInterval(30*time.Second),
+		backoff.WithMaxElapsedTime(0),
+	)
+	for {
+		err := p.watchOnce(ctx, pods, selector, changed, retry)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		delay := retry.NextBackOff()
+		if err != nil {
+			log.V(1).Info("pod watch failed; retrying", "err", err, "in", delay)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+type podLister interface {
+	List(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// watchOnce lists, signals, and follows the watch until it ends. It
+// returns nil when the server closed the watch, an error otherwise.
+func (p *podCheck) watchOnce(ctx context.Context, pods podLister, selector string, changed func(), retry backoff.BackOff) error {
+	list, err := pods.List(ctx, metav1.ListOptions{FieldSelector: selector})
+	if err != nil {
+		return fmt.Errorf("list %s: %w", p.Name(), classifyHTTP(err))
+	}
+	changed() // changes before the list were not seen as events
+	w, err := pods.Watch(ctx, metav1.ListOptions{
+		FieldSelector:       selector,
+		ResourceVersion:     list.ResourceVersion,
+		AllowWatchBookmarks: true,
+	})
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", p.Name(), classifyHTTP(err))
+	}
+	defer w.Stop()
+	retry.Reset()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev, ok := <-w.ResultChan():
+			switch {
+			case !ok:
+				return nil
+			case ev.Type == watch.Error:
+				return fmt.Errorf("watch %s: %w", p.Name(), apierrors.FromObject(ev.Object))
+			case ev.Type == watch.Bookmark:
+			default:
+				changed()
+			}
+		}
+	}
+}

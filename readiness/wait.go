@@ -1,0 +1,259 @@
+package readiness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-logr/logr"
+)
+
+// Wait blocks until check passes and stays passing (see WithStability),
+// then returns nil.
+//
+// Between failing attempts it sleeps according to the backoff policy
+// (WithBackoff; by default exponential with jitter, 50 ms to 2 s). If
+// check implements Watcher, Wait watches it for as long as it waits and
+// re-checks at once on every change signal, so it reacts to events and
+// the backoff is only the floor. Every attempt is bounded by
+// WithAttemptTimeout.
+//
+// When ctx ends first, Wait returns promptly with a *NotReadyError whose
+// Err is ctx.Err() (so errors.Is(err, context.DeadlineExceeded) works) and
+// which carries the check's name, the last not-ready reason and the number
+// of attempts. It returns a *NotReadyError too when the check returns a
+// permanent error (Err is that error) or the backoff policy gives up (Err
+// is ErrGaveUp). A nil ctx or check, or a bad option, gives an ErrInvalid
+// error before any attempt.
+//
+// Wait runs the check from one goroutine at a time. Nothing Wait starts
+// outlives it: it cancels the Watcher's context and waits for Watch to
+// return before it returns. Wait may be called concurrently, with the same
+// check and options, from many goroutines.
+func Wait(ctx context.Context, check Check, opts ...Option) error {
+	if ctx == nil {
+		return unmark(invalid("Wait: nil context"))
+	}
+	if check == nil {
+		return unmark(invalid("Wait: nil check"))
+	}
+	o, err := newOptions(opts)
+	if err != nil {
+		return unmark(err)
+	}
+	name := nameOf(check)
+	log := logr.FromContextOrDiscard(ctx)
+	if o.logger != nil {
+		log = *o.logger
+	}
+	log = log.WithValues("check", name)
+	w := &waiter{o: o, check: check, name: name, log: log}
+	// Checks and watchers log through the same logger.
+	return w.run(logr.NewContext(ctx, log))
+}
+
+// Gate turns a readiness wait into the plain gate function other packages
+// take (hooks.Hook.Gate, for one): each call of the returned function is
+// Wait(ctx, check, opts...). The options are copied; the policy from
+// WithBackoff is made afresh per call, so the gate may be called again and
+// concurrently. Gate itself does not block.
+//
+//	hook := hooks.Hook{Name: "crds", Gate: readiness.Gate(apiserverReady, readiness.WithStability(3, 2*time.Second)), Run: applyCRDs}
+func Gate(check Check, opts ...Option) func(ctx context.Context) error {
+	opts = append([]Option(nil), opts...)
+	return func(ctx context.Context) error { return Wait(ctx, check, opts...) }
+}
+
+// unmark strips the permanent mark from an error Wait returns to its
+// caller: the mark only means something inside the retry loop.
+func unmark(err error) error {
+	if inner, ok := isPermanent(err); ok {
+		return inner
+	}
+	return err
+}
+
+type waiter struct {
+	o     *options
+	check Check
+	name  string
+	log   logr.Logger
+
+	start     time.Time
+	attempts  int
+	passes    int
+	firstPass time.Time
+	last      error
+}
+
+func (w *waiter) now() time.Time {
+	if w.o.clock != nil {
+		return w.o.clock.Now()
+	}
+	return time.Now()
+}
+
+func (w *waiter) run(ctx context.Context) error {
+	w.start = w.now()
+	policy := w.o.newBackoff()
+	if policy == nil {
+		return unmark(invalid("WithBackoff: the policy function returned nil"))
+	}
+	policy.Reset()
+
+	// The change signal: one pending wake-up at most, so a burst of
+	// changes costs one re-check, and a change during an attempt is not
+	// lost.
+	wake := make(chan struct{}, 1)
+	if wt, ok := w.check.(Watcher); ok {
+		wctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		defer func() {
+			cancel()
+			wg.Wait()
+		}()
+		wg.Go(func() {
+			err := wt.Watch(wctx, func() {
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			})
+			if wctx.Err() == nil {
+				w.log.V(1).Info("change watch ended early; polling only", "err", err)
+			}
+		})
+	}
+
+	for {
+		if err := ctx.Err(); err != nil {
+			return w.notReady(err)
+		}
+		select { // this attempt sees every change signalled so far
+		case <-wake:
+		default:
+		}
+		w.attempts++
+		began := w.now()
+		err := w.attempt(ctx)
+		took := w.now().Sub(began)
+
+		if err != nil && ctx.Err() != nil {
+			// Cut short by ctx: keep the earlier, more telling reason.
+			if w.last == nil {
+				w.last = err
+			}
+			w.observe(Attempt{Err: err, Took: took})
+			return w.notReady(ctx.Err())
+		}
+
+		var next time.Duration
+		if err == nil {
+			if w.passes == 0 {
+				w.firstPass = w.now()
+				policy.Reset()
+			}
+			w.passes++
+			span := w.now().Sub(w.firstPass)
+			if w.passes >= w.o.passes && span >= w.o.window {
+				w.observe(Attempt{Stable: true, Took: took})
+				w.log.Info("ready", "attempts", w.attempts, "elapsed", w.now().Sub(w.start))
+				return nil
+			}
+			next = w.passDelay(span, policy)
+			w.observe(Attempt{Took: took, Next: next})
+			w.log.V(1).Info("passing, not yet stable", "attempt", w.attempts, "passes", w.passes, "next", next)
+		} else {
+			w.passes = 0
+			if inner, ok := isPermanent(err); ok {
+				w.last = inner
+				w.observe(Attempt{Err: inner, Took: took})
+				return w.notReady(inner)
+			}
+			w.last = err
+			next = policy.NextBackOff()
+			if next == backoff.Stop {
+				w.observe(Attempt{Err: err, Took: took})
+				return w.notReady(ErrGaveUp)
+			}
+			w.observe(Attempt{Err: err, Took: took, Next: next})
+			w.log.V(1).Info("not ready", "attempt", w.attempts, "reason", err.Error(), "next", next)
+		}
+
+		if err := w.sleep(ctx, next, wake); err != nil {
+			return w.notReady(err)
+		}
+	}
+}
+
+// attempt runs the check once under the attempt timeout.
+func (w *waiter) attempt(ctx context.Context) error {
+	actx, cancel := context.WithTimeout(ctx, w.o.timeout)
+	defer cancel()
+	err := w.check.Check(actx)
+	if err != nil && ctx.Err() == nil && actx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("no answer within the attempt timeout of %s: %w", w.o.timeout, err)
+	}
+	return err
+}
+
+// passDelay spaces the passes still needed over what is left of the
+// stability window, or uses the policy's delay when the window is over.
+func (w *waiter) passDelay(span time.Duration, policy backoff.BackOff) time.Duration {
+	if remaining := w.o.window - span; remaining > 0 {
+		left := max(w.o.passes-w.passes, 1)
+		return remaining / time.Duration(left)
+	}
+	d := policy.NextBackOff()
+	if d == backoff.Stop {
+		return 0
+	}
+	return d
+}
+
+// sleep waits for d, a change signal or the end of ctx, and returns
+// ctx.Err() in the last case.
+func (w *waiter) sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	var fire <-chan time.Time
+	if w.o.clock != nil {
+		fire = w.o.clock.After(d)
+	} else {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		fire = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-wake:
+	case <-fire:
+	}
+	return nil
+}
+
+func (w *waiter) observe(a Attempt) {
+	if w.o.observer == nil {
+		return
+	}
+	a.Check, a.N, a.Passes = w.name, w.attempts, w.passes
+	w.o.observer(a)
+}
+
+func (w *waiter) notReady(why error) error {
+	err := &NotReadyError{
+		Check:    w.name,
+		Attempts: w.attempts,
+		Passes:   w.passes,
+		Elapsed:  w.now().Sub(w.start),
+		Last:     w.last,
+		Err:      why,
+	}
+	w.log.Info("not ready", "attempts", w.attempts, "err", err.Error())
+	return err
+}
