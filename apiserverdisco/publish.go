@@ -1,0 +1,261 @@
+package apiserverdisco
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Registration is one apiserver's published address: a key under the
+// prefix, attached to an etcd lease that the Registration keeps alive from
+// its own goroutine. It is the etcd concurrency.Session idea with one
+// difference: a lost lease (expired during a long partition, revoked by
+// someone, its keepalive stream ended) is not the end — the Registration
+// grants a new lease and puts the key again, with backoff, until its
+// context ends or Close is called.
+//
+// Its methods are safe for concurrent use.
+type Registration struct {
+	client  *clientv3.Client
+	key     string
+	value   string
+	address string
+	o       options
+	log     logr.Logger
+	cleanup context.Context // the Publish context without its cancellation, for Close
+
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	lease clientv3.LeaseID
+	err   error
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Publish validates id and address, then puts the key <prefix><id> with the
+// value {"version":1,"address":"<address>"} under a new lease of the
+// configured TTL, and returns once that put has succeeded. Options:
+// WithPrefix, WithTTL, WithBackoff, WithLogger, WithRequestTimeout.
+//
+// ctx bounds the whole life of the registration, not only this call: when
+// it ends, the keepalive stops and the key expires with its lease within
+// the TTL, as if the server had died (it is not deleted; call Close for
+// that). The first grant and put are bounded by the request timeout too.
+//
+// The address must be "host:port" with a port in 1-65535, IPv6 hosts in
+// brackets ("[2001:db8::1]:6443"); it is stored in canonical form. The ID
+// is the key's last element (a node name): non-empty, no '/', no spaces.
+// Bad input returns an error wrapping ErrInvalidAddress or ErrInvalidID
+// before anything is written; a failed first grant or put returns the etcd
+// error, naming the key. Two Registrations with the same ID overwrite each
+// other: the last put wins.
+func Publish(ctx context.Context, client *clientv3.Client, id, address string, opts ...Option) (*Registration, error) {
+	if client == nil {
+		return nil, errors.New("apiserverdisco: Publish: nil etcd client")
+	}
+	o, log, err := buildOptions(ctx, forPublish, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateID(id); err != nil {
+		return nil, fmt.Errorf("apiserverdisco: Publish: %w", err)
+	}
+	addr, err := normalizeAddress(address)
+	if err != nil {
+		return nil, fmt.Errorf("apiserverdisco: Publish %q: %w", id, err)
+	}
+	r := &Registration{
+		client:  client,
+		key:     o.prefix + id,
+		value:   encodeRecord(addr),
+		address: addr,
+		o:       o,
+		cleanup: context.WithoutCancel(ctx),
+		done:    make(chan struct{}),
+	}
+	r.log = log.WithValues("key", r.key, "address", addr)
+	lease, err := r.put(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r.lease = lease
+	rctx, cancel := context.WithCancelCause(ctx)
+	r.cancel = cancel
+	go r.run(rctx)
+	r.log.V(1).Info("published", "lease", fmt.Sprintf("%x", lease))
+	return r, nil
+}
+
+// Key returns the etcd key the registration owns. It does not block.
+func (r *Registration) Key() string { return r.key }
+
+// Address returns the published address in canonical form. It does not
+// block.
+func (r *Registration) Address() string { return r.address }
+
+// Lease returns the lease the key is currently attached to; it changes
+// when the registration re-publishes after losing its lease. It does not
+// block.
+func (r *Registration) Lease() clientv3.LeaseID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lease
+}
+
+// Done returns a channel that is closed when the registration has stopped
+// keeping its key alive: its context ended, Close was called, or the etcd
+// client was closed. Unlike concurrency.Session.Done, it is not closed when
+// a lease is lost, because the registration then re-publishes.
+func (r *Registration) Done() <-chan struct{} { return r.done }
+
+// Err returns nil while the registration is live, and after Done is closed
+// the reason it stopped: ErrClosed after Close, the context's cause, or an
+// error saying the etcd client was closed. It does not block.
+func (r *Registration) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// Close stops the keepalive, waits for the registration's goroutine to
+// end, then deletes the key — only if it is still attached to this
+// registration's lease, so a successor that re-used the ID keeps its key —
+// and revokes the lease. The cleanup runs under a fresh context bounded by
+// the request timeout, so it works after the Publish context has ended.
+// Close is safe to call more than once and from several goroutines; later
+// calls return the first call's result. The error names the key.
+func (r *Registration) Close() error {
+	r.closeOnce.Do(func() {
+		r.cancel(ErrClosed)
+		<-r.done
+		ctx, cancel := context.WithTimeout(r.cleanup, r.o.requestTimeout)
+		defer cancel()
+		lease := r.Lease()
+		_, err := r.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", lease)).
+			Then(clientv3.OpDelete(r.key)).
+			Commit()
+		if err != nil {
+			r.closeErr = fmt.Errorf("apiserverdisco: close: delete key %q: %w", r.key, err)
+			return
+		}
+		if _, err := r.client.Revoke(ctx, lease); err != nil && !isLeaseNotFound(err) {
+			r.closeErr = fmt.Errorf("apiserverdisco: close: revoke lease %x of key %q: %w", lease, r.key, err)
+			return
+		}
+		r.log.V(1).Info("unpublished")
+	})
+	return r.closeErr
+}
+
+// put grants a lease and puts the key under it, within one request
+// timeout. On failure it revokes the lease it may have granted.
+func (r *Registration) put(ctx context.Context) (clientv3.LeaseID, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.o.requestTimeout)
+	defer cancel()
+	ttl := int64((r.o.ttl + time.Second - 1) / time.Second)
+	g, err := r.client.Grant(ctx, ttl)
+	if err != nil {
+		return 0, fmt.Errorf("apiserverdisco: publish %q: grant a %ds lease: %w", r.key, ttl, err)
+	}
+	if _, err := r.client.Put(ctx, r.key, r.value, clientv3.WithLease(g.ID)); err != nil {
+		r.revoke(g.ID)
+		return 0, fmt.Errorf("apiserverdisco: publish %q: put under lease %x: %w", r.key, g.ID, err)
+	}
+	return g.ID, nil
+}
+
+// revoke revokes a lease this registration no longer uses, best effort,
+// under its own bounded context.
+func (r *Registration) revoke(id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(r.cleanup, r.o.requestTimeout)
+	defer cancel()
+	if _, err := r.client.Revoke(ctx, id); err != nil && !isLeaseNotFound(err) {
+		r.log.V(1).Info("could not revoke an abandoned lease; it will expire", "lease", fmt.Sprintf("%x", id), "error", err.Error())
+	}
+}
+
+// run keeps the lease alive and re-publishes when it is lost, until ctx
+// ends or the client is closed.
+func (r *Registration) run(ctx context.Context) {
+	defer close(r.done)
+	lease := r.Lease()
+	for {
+		kctx, kcancel := context.WithCancel(ctx)
+		ch, err := r.client.KeepAlive(kctx, lease)
+		if err == nil {
+			for range ch {
+				// Each response is a successful refresh; the channel closes
+				// when the lease is gone or cannot be refreshed in time.
+			}
+		}
+		kcancel()
+		if r.stopped(ctx) {
+			return
+		}
+		r.log.Info("lease lost; publishing again", "lease", fmt.Sprintf("%x", lease))
+		next, ok := r.republish(ctx)
+		if !ok {
+			return
+		}
+		r.revoke(lease)
+		lease = next
+	}
+}
+
+// republish puts the key under a new lease: once at once, then with
+// backoff, until it succeeds (true) or the registration stops (false).
+func (r *Registration) republish(ctx context.Context) (clientv3.LeaseID, bool) {
+	b := r.o.newBackoff()
+	for {
+		lease, err := r.put(ctx)
+		if err == nil {
+			r.mu.Lock()
+			r.lease = lease
+			r.mu.Unlock()
+			r.log.Info("published again", "lease", fmt.Sprintf("%x", lease))
+			return lease, true
+		}
+		if r.stopped(ctx) {
+			return 0, false
+		}
+		d := nextDelay(b)
+		if classify(err) == denied {
+			r.log.Error(err, "publishing again was refused; retrying", "retryIn", d.String())
+		} else {
+			r.log.Info("publishing again failed; retrying", "error", err.Error(), "retryIn", d.String())
+		}
+		if sleepCtx(ctx, d) != nil {
+			r.stopped(ctx)
+			return 0, false
+		}
+	}
+}
+
+// stopped records why the registration ends, if it does: its context ended
+// or the client was closed.
+func (r *Registration) stopped(ctx context.Context) bool {
+	var err error
+	switch {
+	case ctx.Err() != nil:
+		err = context.Cause(ctx)
+	case r.client.Ctx().Err() != nil:
+		err = fmt.Errorf("apiserverdisco: registration %q: the etcd client was closed", r.key)
+	default:
+		return false
+	}
+	r.mu.Lock()
+	if r.err == nil {
+		r.err = err
+	}
+	r.mu.Unlock()
+	return true
+}

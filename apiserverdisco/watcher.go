@@ -1,0 +1,262 @@
+package apiserverdisco
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+)
+
+// Snapshot is a set of apiserver addresses as delivered by a Watcher.
+type Snapshot struct {
+	// Addresses are "host:port" strings, sorted and de-duplicated, in
+	// canonical form (IPv6 in brackets). Each Snapshot has its own copy.
+	Addresses []string
+	// Version counts deliveries: 0 means nothing delivered yet ("not yet
+	// set"); each delivery of a different set adds one.
+	Version uint64
+}
+
+// Watcher follows the live set of apiserver addresses from one Source and
+// delivers it: sorted, de-duplicated, debounced, and only when it changed.
+// It never replaces a non-empty set with an empty one because of a failure,
+// a restart or a re-list; an empty set is delivered only when the keys
+// were seen to go away (and, with WithEmptyHoldDown, stayed away).
+//
+// Delivery is pull-based: Next blocks until a set newer than the one it
+// last returned is available and returns the latest one, so a slow
+// consumer skips intermediate sets instead of queueing them; Current reads
+// without waiting; WaitForAddresses waits for a minimum size. No channel
+// is exposed, so no consumer can block the Watcher.
+//
+// A Watcher runs its own goroutines from NewWatcher until its context ends
+// or Close returns. Its methods are safe for concurrent use.
+type Watcher struct {
+	name   string
+	log    logr.Logger
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	snap    Snapshot
+	changed chan struct{} // closed and replaced at each delivery, closed at the end
+	cursor  uint64        // the Version Next last returned
+	err     error         // why the Watcher stopped, once done
+}
+
+// NewWatcher starts watching src and returns at once; use
+// WaitForAddresses or Next to wait for addresses. Options: WithDebounce,
+// WithEmptyHoldDown, WithErrorHandler, WithBackoff, WithLogger,
+// WithRequestTimeout.
+//
+// ctx bounds the Watcher's life: when it ends, the Watcher stops as if
+// Close had been called, and Err reports the context's cause. An invalid
+// Source (a nil client, a bad prefix) or option is an error here; problems
+// met while running are retried, never fatal, and reported through
+// WithErrorHandler and the logger.
+func NewWatcher(ctx context.Context, src Source, opts ...Option) (*Watcher, error) {
+	if src.run == nil && src.err == nil {
+		return nil, errors.New("apiserverdisco: NewWatcher: zero Source; use EtcdPrefix, LegacyKey or EndpointSlices")
+	}
+	if src.err != nil {
+		return nil, src.err
+	}
+	o, log, err := buildOptions(ctx, forWatch, opts)
+	if err != nil {
+		return nil, err
+	}
+	log = log.WithValues("source", src.name)
+	wctx, cancel := context.WithCancelCause(ctx)
+	w := &Watcher{
+		name:    src.name,
+		log:     log,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		changed: make(chan struct{}),
+	}
+	s := newSink(&o, log)
+	d := &debouncer{debounce: o.debounce, holdDown: o.holdDown}
+	go w.loop(wctx, src, s, d)
+	return w, nil
+}
+
+// loop runs the source in its own goroutine and turns what it reports
+// into deliveries, until ctx ends or the source gives up.
+func (w *Watcher) loop(ctx context.Context, src Source, s *sink, d *debouncer) {
+	srcDone := make(chan error, 1)
+	go func() { srcDone <- src.run(ctx, s) }()
+
+	var timer *time.Timer
+	var timerC <-chan time.Time
+	apply := func(dec decision) {
+		if dec.deliver {
+			w.deliver(dec.set)
+		}
+		if timer != nil {
+			timer.Stop()
+			timer, timerC = nil, nil
+		}
+		if !dec.wake.IsZero() {
+			timer = time.NewTimer(time.Until(dec.wake))
+			timerC = timer.C
+		}
+	}
+	var stopErr error
+	for stopErr == nil {
+		select {
+		case <-ctx.Done():
+			<-srcDone
+			stopErr = context.Cause(ctx)
+		case err := <-srcDone:
+			if err == nil {
+				err = context.Cause(ctx)
+			}
+			if err == nil {
+				err = fmt.Errorf("apiserverdisco: %s stopped", w.name)
+			}
+			stopErr = err
+		case <-s.notify:
+			if addrs, ok := s.take(); ok {
+				apply(d.update(time.Now(), addrs))
+			}
+		case <-timerC:
+			timer, timerC = nil, nil
+			apply(d.tick(time.Now()))
+		}
+	}
+	if timer != nil {
+		timer.Stop()
+	}
+	w.cancel(stopErr)
+	w.mu.Lock()
+	w.err = stopErr
+	close(w.changed)
+	w.mu.Unlock()
+	w.log.V(1).Info("watcher stopped", "reason", stopErr.Error())
+	close(w.done)
+}
+
+func (w *Watcher) deliver(set []string) {
+	w.mu.Lock()
+	w.snap = Snapshot{Addresses: set, Version: w.snap.Version + 1}
+	close(w.changed)
+	w.changed = make(chan struct{})
+	v := w.snap.Version
+	w.mu.Unlock()
+	w.log.Info("apiserver addresses changed", "addresses", set, "version", v)
+}
+
+// Current returns the latest delivered Snapshot without blocking; its
+// Version is 0 while nothing has been delivered.
+func (w *Watcher) Current() Snapshot {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.snap.clone()
+}
+
+func (s Snapshot) clone() Snapshot {
+	return Snapshot{Addresses: slices.Clone(s.Addresses), Version: s.Version}
+}
+
+// Next blocks until a Snapshot newer than the one Next last returned has
+// been delivered, and returns the latest one (the first call returns the
+// first set as soon as there is one). Sets delivered while nobody called
+// Next are skipped, not queued: Version shows how many there were. Next
+// is meant for one consumer loop; concurrent callers share the position,
+// so each Snapshot goes to one of them.
+//
+// When ctx ends first, Next returns an error wrapping ctx.Err() (and
+// ErrNotYetSet if nothing was ever delivered) that names the source and the
+// last version returned. After the Watcher has stopped, Next returns an
+// error wrapping the reason (ErrClosed after Close).
+func (w *Watcher) Next(ctx context.Context) (Snapshot, error) {
+	for {
+		w.mu.Lock()
+		snap, cursor, ch, stopped := w.snap, w.cursor, w.changed, w.err
+		if snap.Version > cursor {
+			w.cursor = snap.Version
+			w.mu.Unlock()
+			return snap.clone(), nil
+		}
+		w.mu.Unlock()
+		if stopped != nil {
+			return Snapshot{}, w.stoppedErr(stopped)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			if snap.Version == 0 {
+				return Snapshot{}, fmt.Errorf("apiserverdisco: waiting for the first address set from %s: %w: %w", w.name, ErrNotYetSet, ctx.Err())
+			}
+			return Snapshot{}, fmt.Errorf("apiserverdisco: waiting for a change from %s after version %d: %w", w.name, cursor, ctx.Err())
+		}
+	}
+}
+
+// WaitForAddresses blocks until the delivered set has at least n addresses
+// and returns it; it does not move Next's position. "Not yet set" is the
+// normal state it waits through. n must be at least 1.
+//
+// When ctx ends first, it returns an error wrapping ctx.Err() that names
+// the source and what it had so far (and wraps ErrNotYetSet if nothing at
+// all). After the Watcher has stopped, it returns an error wrapping the
+// reason (ErrClosed after Close).
+func (w *Watcher) WaitForAddresses(ctx context.Context, n int) ([]string, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("apiserverdisco: WaitForAddresses(%d): n must be at least 1", n)
+	}
+	for {
+		w.mu.Lock()
+		snap, ch, stopped := w.snap, w.changed, w.err
+		w.mu.Unlock()
+		if len(snap.Addresses) >= n {
+			return slices.Clone(snap.Addresses), nil
+		}
+		if stopped != nil {
+			return nil, w.stoppedErr(stopped)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			if snap.Version == 0 {
+				return nil, fmt.Errorf("apiserverdisco: waiting for %d apiserver address(es) from %s: %w: %w", n, w.name, ErrNotYetSet, ctx.Err())
+			}
+			return nil, fmt.Errorf("apiserverdisco: waiting for %d apiserver address(es) from %s: have %d (%s): %w",
+				n, w.name, len(snap.Addresses), strings.Join(snap.Addresses, ", "), ctx.Err())
+		}
+	}
+}
+
+func (w *Watcher) stoppedErr(reason error) error {
+	if errors.Is(reason, ErrClosed) {
+		return fmt.Errorf("apiserverdisco: watcher of %s: %w", w.name, reason)
+	}
+	return fmt.Errorf("apiserverdisco: watcher of %s stopped: %w", w.name, reason)
+}
+
+// Done returns a channel closed once the Watcher has stopped and all its
+// goroutines have returned.
+func (w *Watcher) Done() <-chan struct{} { return w.done }
+
+// Err returns nil while the Watcher runs; once Done is closed, why it
+// stopped: ErrClosed after Close, the context's cause, or the error that
+// ended its source (an etcd client that was closed). It does not block.
+func (w *Watcher) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// Close stops the Watcher and waits until its goroutines have returned;
+// blocked Next and WaitForAddresses calls return an error wrapping
+// ErrClosed. It always returns nil and may be called more than once.
+func (w *Watcher) Close() error {
+	w.cancel(ErrClosed)
+	<-w.done
+	return nil
+}
