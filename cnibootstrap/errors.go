@@ -1,0 +1,193 @@
+package cnibootstrap
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// Sentinel errors. Callers branch on them with errors.Is; the errors that
+// wrap them name the request or the input concerned.
+var (
+	// ErrUnauthorized: the apiserver answered one of the waiter's own
+	// requests with 401 Unauthorized, so the credentials in Clients are
+	// bad (expired, revoked, wrong cluster). Wait and Check return it at
+	// once instead of waiting: no prerequisite can fix it. The error that
+	// wraps it names the request and also wraps the apiserver's error.
+	ErrUnauthorized = errors.New("unauthorized: the apiserver rejected the waiter's credentials")
+
+	// ErrInvalidInput: New, Wait or NewClients was given nil clients, a
+	// nil or malformed requirement, an empty name, a zero
+	// GroupVersionResource or a malformed rule. The error says which.
+	ErrInvalidInput = errors.New("invalid input")
+)
+
+// ForbiddenError says that one of the waiter's own requests was answered
+// with 403 Forbidden: the waiter lacks the permission it names. It is not
+// returned by itself: it is the Err of the Unmet entry of every requirement
+// the request serves, so errors.As finds it in an *UnmetError. The waiter
+// keeps retrying on its backoff floor, since the missing rule may be
+// granted later (it is often part of the same bootstrap).
+type ForbiddenError struct {
+	// Verb is the request's verb: list, watch, create or get.
+	Verb string
+	// Group and Resource name the resource ("" for the core group); for a
+	// non-resource request (discovery) Resource is empty and URL is set.
+	Group, Resource string
+	// Namespace is the request's namespace, "" when cluster-wide.
+	Namespace string
+	// Name is set when the request was narrowed to one object with a
+	// metadata.name field selector, so a rule with resourceNames would
+	// grant it.
+	Name string
+	// URL is the path of a non-resource request, such as
+	// "/apis/crd.projectcalico.org/v1".
+	URL string
+	// Err is the apiserver's error.
+	Err error
+}
+
+func (e *ForbiddenError) Error() string {
+	return "the waiter may not " + e.request().String()
+}
+
+// Unwrap returns the apiserver's error.
+func (e *ForbiddenError) Unwrap() error { return e.Err }
+
+func (e *ForbiddenError) request() request {
+	return request{verb: e.Verb, gvr: schema.GroupVersionResource{Group: e.Group, Resource: e.Resource},
+		namespace: e.Namespace, name: e.Name, url: e.URL}
+}
+
+// Unmet is one requirement that does not hold, and why.
+type Unmet struct {
+	// Requirement is the requirement's Name.
+	Requirement string
+	// Reason says why it does not hold, for example "not found" or
+	// "Established=False (Installing)".
+	Reason string
+	// Err is the error behind Reason when there is one: a
+	// *ForbiddenError when the waiter may not read what it needs, or the
+	// error of a failed request. It is nil when the requirement is simply
+	// not true yet.
+	Err error
+
+	line string // set when the report line is not "Requirement: Reason"
+}
+
+// String is the report line, for example
+// "clusterrole calico-typha: not found" or
+// "system:serviceaccount:kube-system:calico-typha cannot list clusterinformations.crd.projectcalico.org".
+func (u Unmet) String() string {
+	if u.line != "" {
+		return u.line
+	}
+	return u.Requirement + ": " + u.Reason
+}
+
+// UnmetError is the error of Wait when its context ends before every
+// requirement holds, and of Check when some do not. Unmet lists every
+// requirement that did not hold at that moment, in the order they were
+// given to New; errors.As(err, &unmetErr) gives it to the caller.
+//
+// Unwrap returns Err (when set) and the Err of every Unmet entry, so
+// errors.Is(err, context.DeadlineExceeded) and errors.As(err, &forbidden)
+// see through it.
+type UnmetError struct {
+	// Unmet is every requirement not met, in the order given to New.
+	Unmet []Unmet
+	// Total is the number of requirements.
+	Total int
+	// Err is why Wait stopped: its context's error, wrapping the
+	// context's cause when there is one. It is nil for Check.
+	Err error
+}
+
+func (e *UnmetError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "cnibootstrap: %d of %d requirements not met", len(e.Unmet), e.Total)
+	if e.Err != nil {
+		fmt.Fprintf(&b, " (%v)", e.Err)
+	}
+	for i, u := range e.Unmet {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(u.String())
+	}
+	return b.String()
+}
+
+// Unwrap returns Err (when set) followed by the Err of every Unmet entry
+// that has one.
+func (e *UnmetError) Unwrap() []error {
+	var errs []error
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	for _, u := range e.Unmet {
+		if u.Err != nil {
+			errs = append(errs, u.Err)
+		}
+	}
+	return errs
+}
+
+// request describes one of the waiter's own requests, for errors and logs.
+type request struct {
+	verb      string
+	gvr       schema.GroupVersionResource
+	namespace string
+	name      string // the metadata.name field selector, if any
+	url       string // a non-resource request
+}
+
+func (r request) String() string {
+	if r.url != "" {
+		return r.verb + " " + r.url
+	}
+	s := r.verb + " " + r.gvr.GroupResource().String()
+	if r.name != "" {
+		s += " named " + r.name
+	}
+	if r.namespace != "" {
+		s += " in namespace " + r.namespace
+	}
+	return s
+}
+
+// classify turns the error of one of the waiter's own requests into what
+// the rest of the package acts on; it is the one place that looks at the
+// apiserver's status codes:
+//   - 401: an error wrapping ErrUnauthorized (and the apiserver's error);
+//     fatal.
+//   - 403: a *ForbiddenError naming the permission the request needed.
+//   - anything else: the error, wrapped with the request, so that
+//     apierrors.IsNotFound and friends still see it.
+func classify(err error, r request) error {
+	switch {
+	case err == nil:
+		return nil
+	case apierrors.IsUnauthorized(err):
+		return fmt.Errorf("cnibootstrap: %s: %w (%w)", r, ErrUnauthorized, err)
+	case apierrors.IsForbidden(err):
+		return &ForbiddenError{Verb: r.verb, Group: r.gvr.Group, Resource: r.gvr.Resource,
+			Namespace: r.namespace, Name: r.name, URL: r.url, Err: err}
+	default:
+		return fmt.Errorf("%s: %w", r, err)
+	}
+}
+
+// isFatal reports whether err ends Wait and Check at once.
+func isFatal(err error) bool { return errors.Is(err, ErrUnauthorized) }
+
+// invalid returns an error wrapping ErrInvalidInput; the exported
+// functions add the package and function name.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidInput, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,151 @@
+package cnibootstrap
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// ObjectExists requires one object to exist and, when Condition is set,
+// to satisfy it; for example ClusterInformation "default" with
+// spec.datastoreReady true, the object Calico's CNI plugin fails without.
+// Its Name is "<resource>.<group>/<version> [<namespace>/]<name>".
+//
+// While the resource itself is not served (its CRD is missing or not
+// established yet), the waiter follows that CRD (named
+// "<resource>.<group>") and starts the object's watch the moment it is
+// established; the reason then reads like
+// "resource not served: crd clusterinformations.crd.projectcalico.org not found".
+type ObjectExists struct {
+	// GVR is the object's resource, for example
+	// {Group: "crd.projectcalico.org", Version: "v1", Resource: "clusterinformations"}.
+	GVR schema.GroupVersionResource
+	// Namespace is the object's namespace, "" for a cluster-scoped object.
+	Namespace string
+	// Object is the object's name.
+	Object string
+	// Condition, when set, must hold on the object as well.
+	Condition Condition
+}
+
+// A Condition says whether an object is ready: nil when it is, otherwise an
+// error saying why not, which becomes the requirement's reason. The waiter
+// calls it from one goroutine at a time with an object it must not modify.
+//
+// New calls every Condition once on an empty object: a Condition that can
+// never hold (such as FieldEquals with an empty path) must return an error
+// wrapping ErrInvalidInput there, and New rejects it.
+type Condition func(obj *unstructured.Unstructured) error
+
+// FieldEquals returns a Condition that holds when the field at path (dot
+// separated, as in "spec.datastoreReady") equals want, which must be a
+// bool, a string, an integer or a floating-point number. Numbers compare by
+// value, so FieldEquals("spec.replicas", 3) matches the int64 3 of a
+// decoded object. An empty path or another type of want gives a Condition
+// that New rejects. The reasons read like
+// "spec.datastoreReady is false, want true".
+func FieldEquals(path string, want any) Condition {
+	fields := strings.Split(path, ".")
+	bad := path == "" || strings.Contains(path, "..") || strings.HasPrefix(path, ".") || strings.HasSuffix(path, ".")
+	norm, ok := normalize(want)
+	return func(obj *unstructured.Unstructured) error {
+		switch {
+		case bad:
+			return fmt.Errorf("%w: FieldEquals: malformed path %q", ErrInvalidInput, path)
+		case !ok:
+			return fmt.Errorf("%w: FieldEquals(%q): want must be a bool, string or number, not %T", ErrInvalidInput, path, want)
+		case obj == nil:
+			return errors.New("no object")
+		}
+		got, found, err := unstructured.NestedFieldNoCopy(obj.Object, fields...)
+		switch {
+		case err != nil:
+			return fmt.Errorf("%s: %w", path, err)
+		case !found:
+			return fmt.Errorf("%s is not set, want %s", path, show(want))
+		}
+		if g, ok := normalize(got); !ok || !reflect.DeepEqual(g, norm) {
+			return fmt.Errorf("%s is %s, want %s", path, show(got), show(want))
+		}
+		return nil
+	}
+}
+
+// normalize maps the scalar types FieldEquals accepts onto the ones
+// unstructured objects hold: integers to int64 and floats to float64, with
+// whole floats as int64 so that 3.0 equals 3.
+func normalize(v any) (any, bool) {
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Bool, reflect.String:
+		return v, true
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return rv.Int(), true
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return int64(rv.Uint()), rv.Uint() <= 1<<63-1
+	case reflect.Float32, reflect.Float64:
+		f := rv.Float()
+		if f == float64(int64(f)) {
+			return int64(f), true
+		}
+		return f, true
+	}
+	return nil, false
+}
+
+func show(v any) string {
+	if s, ok := v.(string); ok {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%v", v)
+}
+
+// Name returns "<resource>.<group>/<version> [<namespace>/]<name>", for
+// example "clusterinformations.crd.projectcalico.org/v1 default".
+func (r ObjectExists) Name() string {
+	s := r.GVR.GroupResource().String() + "/" + r.GVR.Version + " "
+	if r.Namespace != "" {
+		s += r.Namespace + "/"
+	}
+	return s + r.Object
+}
+
+func (r ObjectExists) validate() error {
+	switch {
+	case r.GVR.Resource == "" || r.GVR.Version == "":
+		return invalid("ObjectExists %q: GVR needs a Version and a Resource, got %q", r.Object, r.GVR.String())
+	case strings.Contains(r.GVR.Resource, "/"):
+		return invalid("ObjectExists %q: GVR.Resource %q must not name a subresource", r.Object, r.GVR.Resource)
+	case r.Object == "":
+		return invalid("ObjectExists %s: empty Object name", r.GVR.GroupResource())
+	}
+	if r.Condition != nil {
+		if err := r.Condition(&unstructured.Unstructured{Object: map[string]any{}}); errors.Is(err, ErrInvalidInput) {
+			return fmt.Errorf("ObjectExists %s: Condition: %w", r.Name(), err)
+		}
+	}
+	return nil
+}
+
+func (r ObjectExists) key() objKey {
+	return objKey{gvr: r.GVR, namespace: r.Namespace, name: r.Object}
+}
+
+func (r ObjectExists) needs() needs { return needs{objects: []objKey{r.key()}} }
+
+func (r ObjectExists) eval(v *view, _ int) *Unmet {
+	obj, u := v.object(r.Name(), r.key())
+	if u != nil {
+		return u
+	}
+	if r.Condition != nil {
+		if err := r.Condition(obj); err != nil {
+			return &Unmet{Requirement: r.Name(), Reason: err.Error()}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+package cnibootstrap
+
+import (
+	"context"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// A Requirement is one prerequisite an add-on needs before it can start.
+// The package provides them all: CRDEstablished, ObjectExists,
+// ClusterRoleExists, ClusterRoleBindingExists and Allowed. They are plain
+// values, safe to copy and to share between goroutines; New checks them.
+type Requirement interface {
+	// Name identifies the requirement in reports, for example
+	// "crd clusterinformations.crd.projectcalico.org". Names must be
+	// unique within one Waiter.
+	Name() string
+
+	// validate says what is wrong with the requirement's fields, with an
+	// error wrapping ErrInvalidInput.
+	validate() error
+	// needs says what the requirement reads.
+	needs() needs
+	// eval returns nil when the requirement holds in v, otherwise why
+	// not. self is the requirement's index (its probe's key in v).
+	eval(v *view, self int) *Unmet
+}
+
+// needs is what one requirement reads: objects followed by a narrowed
+// watch, RBAC kinds whose changes re-run its probe, and a probe (a request
+// re-run on triggers and on the backoff floor, for what cannot be
+// watched).
+type needs struct {
+	objects []objKey
+	rbac    []rbacScope
+	probe   *probeSpec
+}
+
+// objKey names one object the waiter follows with a watch narrowed by a
+// metadata.name field selector.
+type objKey struct {
+	gvr       schema.GroupVersionResource
+	namespace string
+	name      string
+}
+
+// rbacScope is one RBAC kind, all of it or in one namespace, whose changes
+// re-run SubjectAccessReviews.
+type rbacScope struct {
+	gvr       schema.GroupVersionResource
+	namespace string
+}
+
+// probeSpec is a request that cannot be watched: a SubjectAccessReview or
+// a discovery lookup.
+type probeSpec struct {
+	// run makes the request once. crd is the CRD named by afterCRD, as last
+	// seen established, or nil.
+	run func(ctx context.Context, c Clients, crd *unstructured.Unstructured) probeResult
+	// onRBAC: RBAC changes re-run the probe.
+	onRBAC bool
+	// afterCRD: the probe first runs when this CRD is established, and
+	// again whenever it changes while established.
+	afterCRD string
+}
+
+// probeResult is one probe's answer: ok, or why not (reason), or the
+// request's error (err, with reason describing it).
+type probeResult struct {
+	ok     bool
+	reason string
+	err    error
+}
+
+// objState is the waiter's knowledge of one object.
+type objState struct {
+	// observed is false until the first list answered.
+	observed bool
+	// obj is the object, nil when it does not exist.
+	obj *unstructured.Unstructured
+	// notServed, when set, says that the resource itself is not served
+	// (its list returned 404), and why.
+	notServed string
+	// err is the last request's error (classified); obj is then unknown.
+	err error
+}
+
+// probeState is the waiter's knowledge of one probe.
+type probeState struct {
+	ran bool
+	res probeResult
+	// stale: something changed since the request behind res was sent, and
+	// a new answer is on its way. Wait does not return on a stale answer.
+	stale bool
+}
+
+// view is everything the waiter knows at one moment; requirements are
+// evaluated against it.
+type view struct {
+	objects map[objKey]objState
+	probes  map[int]probeState
+	// rbac holds the last error of each RBAC watch (nil when it works).
+	rbac map[rbacScope]error
+}
+
+func newView() *view {
+	return &view{objects: map[objKey]objState{}, probes: map[int]probeState{}, rbac: map[rbacScope]error{}}
+}
+
+// markStale records that probe self was triggered again.
+func (v *view) markStale(self int) {
+	st := v.probes[self]
+	st.stale = true
+	v.probes[self] = st
+}
+
+// rbacErr returns the first error of the RBAC watches in scopes.
+func (v *view) rbacErr(scopes []rbacScope) error {
+	for _, s := range scopes {
+		if err := v.rbac[s]; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// object returns the object under k, or an Unmet saying why it is not
+// known to exist. Objects being deleted count as absent.
+func (v *view) object(name string, k objKey) (*unstructured.Unstructured, *Unmet) {
+	st := v.objects[k]
+	switch {
+	case !st.observed:
+		return nil, &Unmet{Requirement: name, Reason: "not yet observed"}
+	case st.err != nil:
+		return nil, &Unmet{Requirement: name, Reason: st.err.Error(), Err: st.err}
+	case st.notServed != "":
+		return nil, &Unmet{Requirement: name, Reason: st.notServed}
+	case st.obj == nil:
+		return nil, &Unmet{Requirement: name, Reason: "not found"}
+	case st.obj.GetDeletionTimestamp() != nil:
+		return nil, &Unmet{Requirement: name, Reason: "being deleted"}
+	}
+	return st.obj, nil
+}
+
+// probe returns the probe's answer, or an Unmet saying why there is no
+// usable one. A stale answer is returned as it is: Wait does not return
+// while any answer is stale.
+func (v *view) probe(name string, self int) (probeResult, *Unmet) {
+	st := v.probes[self]
+	if !st.ran {
+		return probeResult{}, &Unmet{Requirement: name, Reason: "not yet checked"}
+	}
+	return st.res, nil
+}
+
+// stale reports whether any probe answer is out of date.
+func (v *view) stale() bool {
+	for _, st := range v.probes {
+		if st.stale {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,122 @@
+package cnibootstrap_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubeboot/kubeboot/cnibootstrap"
+)
+
+// offlineClients are clients for an address nothing listens on: New
+// makes no request, so they are enough to test its checks.
+func offlineClients(t *testing.T) cnibootstrap.Clients {
+	t.Helper()
+	c, err := cnibootstrap.NewClients(&rest.Config{Host: "https://127.0.0.1:1"})
+	require.NoError(t, err)
+	return c
+}
+
+func TestNewRejectsBadInput(t *testing.T) {
+	good := offlineClients(t)
+	crd := cnibootstrap.CRDEstablished{CRD: clusterInformationCRD}
+	rule := func(r rbacv1.PolicyRule) []rbacv1.PolicyRule { return []rbacv1.PolicyRule{r} }
+	for _, tc := range []struct {
+		name    string
+		clients cnibootstrap.Clients
+		reqs    []cnibootstrap.Requirement
+		opts    []cnibootstrap.Option
+		want    string
+	}{
+		{name: "nil dynamic", clients: cnibootstrap.Clients{Kube: good.Kube}, want: "Clients.Dynamic is nil"},
+		{name: "nil kube", clients: cnibootstrap.Clients{Dynamic: good.Dynamic}, want: "Clients.Kube is nil"},
+		{name: "typed nil dynamic", clients: cnibootstrap.Clients{Dynamic: (*dynamic.DynamicClient)(nil), Kube: good.Kube}, want: "Clients.Dynamic is nil"},
+		{name: "typed nil kube", clients: cnibootstrap.Clients{Dynamic: good.Dynamic, Kube: (*kubernetes.Clientset)(nil)}, want: "Clients.Kube is nil"},
+		{name: "nil requirement", reqs: []cnibootstrap.Requirement{crd, nil}, want: "requirement 1 is nil"},
+		{name: "typed nil requirement", reqs: []cnibootstrap.Requirement{(*cnibootstrap.CRDEstablished)(nil)}, want: "requirement 0 is nil"},
+		{name: "duplicate", reqs: []cnibootstrap.Requirement{crd, crd}, want: `requirements 0 and 1 are both "crd clusterinformations.crd.projectcalico.org"`},
+		{name: "crd without name", reqs: []cnibootstrap.Requirement{cnibootstrap.CRDEstablished{}}, want: "CRDEstablished: empty CRD name"},
+		{name: "crd name without group", reqs: []cnibootstrap.Requirement{cnibootstrap.CRDEstablished{CRD: "clusterinformations"}}, want: "must be <plural>.<group>"},
+		{name: "crd name malformed", reqs: []cnibootstrap.Requirement{cnibootstrap.CRDEstablished{CRD: "Cluster_Informations.x"}}, want: "must be <plural>.<group>"},
+		{name: "object zero gvr", reqs: []cnibootstrap.Requirement{cnibootstrap.ObjectExists{Object: "default"}}, want: "GVR needs a Version and a Resource"},
+		{name: "object without resource", reqs: []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: schema.GroupVersionResource{Version: "v1"}, Object: "x"}}, want: "GVR needs a Version and a Resource"},
+		{name: "object subresource", reqs: []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: schema.GroupVersionResource{Version: "v1", Resource: "pods/status"}, Object: "x"}}, want: "must not name a subresource"},
+		{name: "object without name", reqs: []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: clusterInformationGVR}}, want: "empty Object name"},
+		{name: "field condition empty path", reqs: []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: clusterInformationGVR, Object: "default", Condition: cnibootstrap.FieldEquals("", true)}}, want: `malformed path ""`},
+		{name: "field condition bad path", reqs: []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: clusterInformationGVR, Object: "default", Condition: cnibootstrap.FieldEquals("spec..x", true)}}, want: `malformed path "spec..x"`},
+		{name: "field condition bad want", reqs: []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: clusterInformationGVR, Object: "default", Condition: cnibootstrap.FieldEquals("spec.x", []int{1})}}, want: "want must be a bool, string or number, not []int"},
+		{name: "role without name", reqs: []cnibootstrap.Requirement{cnibootstrap.ClusterRoleExists{}}, want: "empty Role name"},
+		{name: "rule without verbs", reqs: []cnibootstrap.Requirement{cnibootstrap.ClusterRoleExists{Role: "r", Rules: rule(rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}})}}, want: "rule 0 has no Verbs"},
+		{name: "rule without groups", reqs: []cnibootstrap.Requirement{cnibootstrap.ClusterRoleExists{Role: "r", Rules: rule(rbacv1.PolicyRule{Verbs: []string{"get"}, Resources: []string{"pods"}})}}, want: "has Resources but no APIGroups"},
+		{name: "rule without resources", reqs: []cnibootstrap.Requirement{cnibootstrap.ClusterRoleExists{Role: "r", Rules: rule(rbacv1.PolicyRule{Verbs: []string{"get"}, APIGroups: []string{""}})}}, want: "neither Resources nor NonResourceURLs"},
+		{name: "rule mixing urls and resources", reqs: []cnibootstrap.Requirement{cnibootstrap.ClusterRoleExists{Role: "r", Rules: rule(rbacv1.PolicyRule{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"pods"}, NonResourceURLs: []string{"/healthz"}})}}, want: "mixes NonResourceURLs with Resources"},
+		{name: "binding without name", reqs: []cnibootstrap.Requirement{cnibootstrap.ClusterRoleBindingExists{Role: "r"}}, want: "empty Binding name"},
+		{name: "binding subject kind", reqs: []cnibootstrap.Requirement{cnibootstrap.ClusterRoleBindingExists{Binding: "b", Subject: rbacv1.Subject{Kind: "Robot", Name: "x"}}}, want: `Subject Kind "Robot"`},
+		{name: "binding subject without name", reqs: []cnibootstrap.Requirement{cnibootstrap.ClusterRoleBindingExists{Binding: "b", Subject: rbacv1.Subject{Kind: "User"}}}, want: "Subject has no Name"},
+		{name: "binding sa without namespace", reqs: []cnibootstrap.Requirement{cnibootstrap.ClusterRoleBindingExists{Binding: "b", Subject: rbacv1.Subject{Kind: "ServiceAccount", Name: "x"}}}, want: `ServiceAccount subject "x" has no Namespace`},
+		{name: "allowed without subject", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{Verb: "list", Resource: "pods"}}, want: "Allowed list pods: set User or ServiceAccount"},
+		{name: "allowed with both subjects", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", ServiceAccount: typhaSA, Verb: "list", Resource: "pods"}}, want: "set only one of User"},
+		{name: "allowed sa without namespace", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{ServiceAccount: types.NamespacedName{Name: "x"}, Verb: "list", Resource: "pods"}}, want: "needs a namespace and a name"},
+		{name: "allowed without verb", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Resource: "pods"}}, want: "Allowed for u: empty Verb"},
+		{name: "allowed without resource", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Verb: "get"}}, want: "Allowed for u: empty Resource"},
+		{name: "allowed subresource in resource", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Verb: "get", Resource: "pods/log"}}, want: "put the subresource"},
+		{name: "nil option", opts: []cnibootstrap.Option{nil}, want: "option 0 is nil"},
+		{name: "nil progress", opts: []cnibootstrap.Option{cnibootstrap.WithProgress(nil)}, want: "WithProgress(nil)"},
+		{name: "nil backoff", opts: []cnibootstrap.Option{cnibootstrap.WithBackoff(nil)}, want: "WithBackoff(nil)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.clients
+			if c.Dynamic == nil && c.Kube == nil {
+				c = good
+			}
+			w, err := cnibootstrap.New(c, tc.reqs, tc.opts...)
+			require.ErrorIs(t, err, cnibootstrap.ErrInvalidInput)
+			assert.Nil(t, w)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Contains(t, err.Error(), "cnibootstrap: New: ")
+
+			// The one-call form refuses the same input, without blocking.
+			require.ErrorIs(t, cnibootstrap.Wait(context.Background(), c, tc.reqs, tc.opts...), cnibootstrap.ErrInvalidInput)
+		})
+	}
+
+	_, err := cnibootstrap.NewClients(nil)
+	require.ErrorIs(t, err, cnibootstrap.ErrInvalidInput)
+	_, err = cnibootstrap.NewClients(&rest.Config{Host: "::not a url::"})
+	require.ErrorIs(t, err, cnibootstrap.ErrInvalidInput)
+}
+
+// TestNoRequirements: nothing to wait for is met at once, with no request
+// (the clients point nowhere).
+func TestNoRequirements(t *testing.T) {
+	w, err := cnibootstrap.New(offlineClients(t), nil)
+	require.NoError(t, err)
+	require.NoError(t, w.Wait(context.Background()))
+	require.NoError(t, w.Check(context.Background()))
+}
+
+// TestNames pins the names requirements report under.
+func TestNames(t *testing.T) {
+	for _, tc := range []struct {
+		r    cnibootstrap.Requirement
+		want string
+	}{
+		{cnibootstrap.CRDEstablished{CRD: clusterInformationCRD}, nameCRD},
+		{cnibootstrap.ObjectExists{GVR: clusterInformationGVR, Object: "default"}, nameObject},
+		{cnibootstrap.ObjectExists{GVR: schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, Namespace: "kube-system", Object: "kubeadm-config"}, "configmaps/v1 kube-system/kubeadm-config"},
+		{cnibootstrap.ClusterRoleExists{Role: "calico-typha"}, nameRole},
+		{cnibootstrap.ClusterRoleBindingExists{Binding: "calico-typha"}, "clusterrolebinding calico-typha"},
+		{cnibootstrap.Allowed{ServiceAccount: typhaSA, Verb: "list", Group: "crd.projectcalico.org", Resource: "clusterinformations"}, nameTypha},
+		{cnibootstrap.Allowed{User: "alice", Verb: "get", Resource: "pods", Subresource: "log", ResourceName: "p", Namespace: "ns"}, "alice can get pods/log named p in namespace ns"},
+	} {
+		assert.Equal(t, tc.want, tc.r.Name())
+	}
+}

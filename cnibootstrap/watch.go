@@ -1,0 +1,384 @@
+package cnibootstrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
+)
+
+// env is what every goroutine of one Wait shares.
+type env struct {
+	clients    Clients
+	newBackoff func() backoff.BackOff
+	log        logr.Logger
+}
+
+// messages from the goroutines of one Wait to its loop.
+type (
+	objUpdate struct {
+		key   objKey
+		state objState
+	}
+	rbacUpdate struct {
+		scope   rbacScope
+		err     error // the watch's last error; nil once it works again
+		changed bool  // something may have changed: re-run the reviews
+	}
+	probeUpdate struct {
+		self int
+		gen  uint64
+		res  probeResult
+	}
+	fatalUpdate struct{ err error }
+)
+
+// send delivers msg to out unless ctx ends first.
+func send(ctx context.Context, out chan<- any, msg any) {
+	select {
+	case out <- msg:
+	case <-ctx.Done():
+	}
+}
+
+// pause waits for the next interval of b, and reports false if ctx ended
+// first. A policy that says Stop pauses until ctx ends.
+func pause(ctx context.Context, b backoff.BackOff) bool {
+	d := b.NextBackOff()
+	if d == backoff.Stop {
+		<-ctx.Done()
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (k objKey) resource(d dynamic.Interface) dynamic.ResourceInterface {
+	if k.namespace != "" {
+		return d.Resource(k.gvr).Namespace(k.namespace)
+	}
+	return d.Resource(k.gvr)
+}
+
+func (k objKey) listOptions() metav1.ListOptions {
+	return metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", k.name).String()}
+}
+
+func (k objKey) request(verb string) request {
+	return request{verb: verb, gvr: k.gvr, namespace: k.namespace, name: k.name}
+}
+
+// listOne lists the object under k with a metadata.name field selector (so
+// a rule with resourceNames grants it) and returns it, nil when it does
+// not exist, with the list's resourceVersion to watch from. Errors are
+// classified.
+func listOne(ctx context.Context, d dynamic.Interface, k objKey) (*unstructured.Unstructured, string, error) {
+	l, err := k.resource(d).List(ctx, k.listOptions())
+	if err != nil {
+		return nil, "", classify(err, k.request("list"))
+	}
+	for i := range l.Items {
+		if l.Items[i].GetName() == k.name {
+			return &l.Items[i], l.GetResourceVersion(), nil
+		}
+	}
+	return nil, l.GetResourceVersion(), nil
+}
+
+// errWatchEnded: the server closed a watch before sending anything.
+var errWatchEnded = errors.New("watch closed by the server before any event")
+
+// follow watches ri from resourceVersion rv with opts, calling onEvent for
+// every added, modified or deleted object, and resumes from the last
+// resourceVersion seen (bookmarks included) when the server closes the
+// watch. It returns when ctx ends or a watch fails, with the number of
+// events (bookmarks included) it received and the classified error (410
+// Gone from an expired resourceVersion included, for the caller to relist).
+func follow(ctx context.Context, ri dynamic.ResourceInterface, opts metav1.ListOptions, rv string, req request,
+	onEvent func(watch.EventType, *unstructured.Unstructured)) (int, error) {
+	events := 0
+	for {
+		o := opts
+		o.ResourceVersion, o.AllowWatchBookmarks = rv, true
+		w, err := ri.Watch(ctx, o)
+		if err != nil {
+			return events, classify(err, req)
+		}
+		n, err := drain(ctx, w, &rv, onEvent)
+		w.Stop()
+		events += n
+		switch {
+		case ctx.Err() != nil:
+			return events, ctx.Err()
+		case err != nil:
+			return events, classify(err, req)
+		case n == 0:
+			return events, classify(errWatchEnded, req)
+		}
+	}
+}
+
+func drain(ctx context.Context, w watch.Interface, rv *string, onEvent func(watch.EventType, *unstructured.Unstructured)) (int, error) {
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return n, ctx.Err()
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return n, nil
+			}
+			if ev.Type == watch.Error {
+				return n, apierrors.FromObject(ev.Object)
+			}
+			n++
+			if m, err := meta.Accessor(ev.Object); err == nil && m.GetResourceVersion() != "" {
+				*rv = m.GetResourceVersion()
+			}
+			if ev.Type == watch.Bookmark {
+				continue
+			}
+			u, ok := ev.Object.(*unstructured.Unstructured)
+			if !ok {
+				return n, errors.New("watch returned an object that is not unstructured")
+			}
+			onEvent(ev.Type, u)
+		}
+	}
+}
+
+func isNotFound(err error) bool { return apierrors.IsNotFound(err) }
+
+// isExpired: the resourceVersion to watch from is too old; relist.
+func isExpired(err error) bool { return apierrors.IsGone(err) || apierrors.IsResourceExpired(err) }
+
+// objWatch follows one object with a list and a watch narrowed to its name,
+// and sends every state it learns to out.
+type objWatch struct {
+	key objKey
+	env *env
+	out chan<- any
+}
+
+func (w *objWatch) report(ctx context.Context, st objState) {
+	send(ctx, w.out, objUpdate{key: w.key, state: st})
+}
+
+// run lists and watches until ctx ends; on errors it reports them and
+// retries on the backoff floor; while the resource is not served it
+// follows the CRD that would serve it (see untilServed). A 401 is sent to
+// out as fatal and ends it.
+func (w *objWatch) run(ctx context.Context) {
+	b := w.env.newBackoff()
+	var crd *crdFollower // started while the resource is not served
+	defer func() { crd.stop() }()
+	for ctx.Err() == nil {
+		obj, rv, err := listOne(ctx, w.env.clients.Dynamic, w.key)
+		if err == nil {
+			crd.stop()
+			crd = nil
+			w.report(ctx, objState{observed: true, obj: obj})
+			var n int
+			n, err = follow(ctx, w.key.resource(w.env.clients.Dynamic), w.key.listOptions(), rv, w.key.request("watch"),
+				func(t watch.EventType, u *unstructured.Unstructured) {
+					if t == watch.Deleted {
+						u = nil
+					}
+					w.report(ctx, objState{observed: true, obj: u})
+				})
+			if n > 0 {
+				b.Reset()
+			}
+		}
+		switch {
+		case ctx.Err() != nil:
+			return
+		case isFatal(err):
+			send(ctx, w.out, fatalUpdate{err: err})
+			return
+		case isExpired(err):
+			continue
+		case isNotFound(err) && w.key.gvr != crdGVR:
+			if crd == nil {
+				crd = w.startCRDFollower(ctx)
+			}
+			if err := w.untilServed(ctx, b, crd); err != nil {
+				if isFatal(err) {
+					send(ctx, w.out, fatalUpdate{err: err})
+				}
+				return
+			}
+		default:
+			w.env.log.V(1).Info("watch failed; retrying", "object", w.key.request("watch").String(), "err", err.Error())
+			w.report(ctx, objState{observed: true, err: err})
+			if !pause(ctx, b) {
+				return
+			}
+		}
+	}
+}
+
+// crdFollower follows, with an objWatch of its own, the CRD that would
+// serve a resource that is not served yet. Its state lives across the
+// retries of one outage.
+type crdFollower struct {
+	updates chan any
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	state   objState
+	// triedRV is the resourceVersion of the CRD when the object's list was
+	// last retried because the CRD looked ready: the same version does not
+	// trigger another immediate retry (no busy loop when a served CRD
+	// still 404s, e.g. for a version it does not serve yet).
+	triedRV string
+}
+
+func (w *objWatch) startCRDFollower(ctx context.Context) *crdFollower {
+	if w.key.gvr.Group == "" {
+		return nil // the core group is never served by a CRD
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	f := &crdFollower{updates: make(chan any), cancel: cancel}
+	cw := &objWatch{key: objKey{gvr: crdGVR, name: w.key.gvr.GroupResource().String()}, env: w.env, out: f.updates}
+	f.wg.Go(func() { cw.run(ctx) })
+	return f
+}
+
+func (f *crdFollower) stop() {
+	if f != nil {
+		f.cancel()
+		f.wg.Wait()
+	}
+}
+
+// untilServed reports the resource as not served, with what is known of
+// its CRD, until it is worth listing again: at once when the CRD becomes
+// established and serves the version (a new resourceVersion of it), or on
+// the backoff floor when the CRD cannot tell (there is none, as for an
+// aggregated API or the core group; it cannot be read; or it looks ready
+// but the list still 404s). While the CRD exists but is not established,
+// only its events wake it: no polling. It returns nil to retry the list,
+// ctx's error, or a fatal error.
+func (w *objWatch) untilServed(ctx context.Context, b backoff.BackOff, crd *crdFollower) error {
+	for {
+		var st objState
+		if crd != nil {
+			st = crd.state
+		}
+		w.report(ctx, objState{observed: true, notServed: notServedReason(w.key.gvr, st)})
+		ready := st.obj != nil && crdServes(st.obj, w.key.gvr.Version)
+		if ready && st.obj.GetResourceVersion() != crd.triedRV {
+			crd.triedRV = st.obj.GetResourceVersion()
+			b.Reset()
+			return nil
+		}
+		var floor *time.Timer
+		if crd == nil || (st.observed && (st.err != nil || st.obj == nil || ready)) {
+			if d := b.NextBackOff(); d != backoff.Stop {
+				floor = time.NewTimer(d)
+			}
+		}
+		m, err := w.awaitCRD(ctx, floor, crd)
+		if m == nil || err != nil {
+			return err // the floor passed (nil), ctx ended, or fatal
+		}
+		crd.state = m.state
+	}
+}
+
+// awaitCRD returns the next update of the CRD follower (nil when there is
+// none), or nil, nil when the floor timer fires first. It stops the timer.
+func (w *objWatch) awaitCRD(ctx context.Context, floor *time.Timer, crd *crdFollower) (*objUpdate, error) {
+	var floorC <-chan time.Time
+	if floor != nil {
+		defer floor.Stop()
+		floorC = floor.C
+	}
+	var updates chan any
+	if crd != nil {
+		updates = crd.updates
+	}
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-floorC:
+		return nil, nil
+	case m := <-updates:
+		switch m := m.(type) {
+		case fatalUpdate:
+			return nil, m.err
+		case objUpdate:
+			return &m, nil
+		}
+		return nil, fmt.Errorf("cnibootstrap: unexpected message %T", m)
+	}
+}
+
+// rbacWatch watches one RBAC kind, all of it or in one namespace, and tells
+// the loop whenever something in it changes, so that SubjectAccessReviews
+// are re-run. It only needs the events, not the objects: its list asks for
+// one item, just for a resourceVersion to watch from.
+type rbacWatch struct {
+	scope rbacScope
+	env   *env
+	out   chan<- any
+}
+
+func (w *rbacWatch) run(ctx context.Context) {
+	b := w.env.newBackoff()
+	ri := objKey{gvr: w.scope.gvr, namespace: w.scope.namespace}.resource(w.env.clients.Dynamic)
+	req := request{gvr: w.scope.gvr, namespace: w.scope.namespace}
+	listReq, watchReq := req, req
+	listReq.verb, watchReq.verb = "list", "watch"
+	first := true
+	for ctx.Err() == nil {
+		l, err := ri.List(ctx, metav1.ListOptions{Limit: 1})
+		if err == nil {
+			// After the first list, a relist means events may have been
+			// missed: count it as a change.
+			send(ctx, w.out, rbacUpdate{scope: w.scope, changed: !first})
+			first = false
+			var n int
+			n, err = follow(ctx, ri, metav1.ListOptions{}, l.GetResourceVersion(), watchReq,
+				func(watch.EventType, *unstructured.Unstructured) {
+					send(ctx, w.out, rbacUpdate{scope: w.scope, changed: true})
+				})
+			if n > 0 {
+				b.Reset()
+			}
+		} else {
+			err = classify(err, listReq)
+		}
+		switch {
+		case ctx.Err() != nil:
+			return
+		case isFatal(err):
+			send(ctx, w.out, fatalUpdate{err: err})
+			return
+		case isExpired(err):
+			continue
+		}
+		w.env.log.V(1).Info("RBAC watch failed; retrying", "request", watchReq.String(), "err", err.Error())
+		send(ctx, w.out, rbacUpdate{scope: w.scope, err: err})
+		if !pause(ctx, b) {
+			return
+		}
+	}
+}
