@@ -186,7 +186,9 @@ func (r ClusterRoleBindingExists) validate() error {
 	return nil
 }
 
-func (r ClusterRoleBindingExists) key() objKey { return objKey{gvr: clusterRoleBindingGVR, name: r.Binding} }
+func (r ClusterRoleBindingExists) key() objKey {
+	return objKey{gvr: clusterRoleBindingGVR, name: r.Binding}
+}
 
 func (r ClusterRoleBindingExists) needs() needs { return needs{objects: []objKey{r.key()}} }
 
