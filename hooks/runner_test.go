@@ -222,11 +222,9 @@ func TestAbortCancelsInFlight(t *testing.T) {
 		}},
 		hooks.Hook{Name: "c", Run: func(ctx context.Context) error {
 			close(cStarted)
-			if err := await(ctx, nil, "the run to be aborted"); !errors.Is(err, context.Canceled) {
-				return err
-			}
-			cCause <- context.Cause(ctx)
-			return ctx.Err()
+			err := await(ctx, nil, "the run to be aborted")
+			cCause <- context.Cause(ctx) // nil if ctx was never cancelled
+			return err
 		}},
 		hooks.Hook{Name: "d", After: []string{"b"}, Run: func(context.Context) error { dRan.Store(true); return nil }},
 	))
@@ -258,7 +256,7 @@ func TestAbortCancelsInFlight(t *testing.T) {
 	msg := err.Error()
 	assert.Contains(t, msg, `run aborted by hook "b"`)
 	assert.Contains(t, msg, `hook "b" failed: attempt 1: boom`)
-	assert.Contains(t, msg, `hook "c" canceled: attempt 1: context canceled`)
+	assert.Contains(t, msg, `hook "c" canceled: attempt 1: waiting for the run to be aborted: context canceled`)
 	assert.Contains(t, msg, `hook "d" skipped: dependency "b" failed`)
 }
 
@@ -368,7 +366,7 @@ func TestRetryWithBackoff(t *testing.T) {
 			var calls atomic.Int32
 			require.NoError(t, r.Add(hooks.Hook{
 				Name:  "kubeconfig",
-				Retry: func() backoff.BackOff { return &backoff.ZeroBackOff{} }, // would retry forever
+				Retry: func() backoff.BackOff { return backoff.WithMaxRetries(&backoff.ZeroBackOff{}, 5) },
 				Run:   func(context.Context) error { calls.Add(1); return permanent(errBoom) },
 			}))
 			err := r.Run(context.Background())
@@ -605,39 +603,77 @@ func TestHealthCheckNamesPending(t *testing.T) {
 	})
 }
 
-// With a limit of 2, a third hook starts only after one of the first two
-// has returned: the test releases one hook per start it sees, so an
-// unlimited runner would have three in flight at the third start.
 func TestConcurrencyLimit(t *testing.T) {
 	const n, limit = 6, 2
-	r := newRunner(t, hooks.WithConcurrency(limit))
-	var inFlight, maxInFlight atomic.Int32
-	started := make(chan struct{}, n)
-	release := make(chan struct{})
-	for i := range n {
-		require.NoError(t, r.Add(hooks.Hook{Name: fmt.Sprint("h", i), Run: func(ctx context.Context) error {
-			now := inFlight.Add(1)
-			for m := maxInFlight.Load(); now > m && !maxInFlight.CompareAndSwap(m, now); m = maxInFlight.Load() {
+	// Each hook says when it starts and returns when released or when
+	// its context ends; inFlight tracks how many are inside Run.
+	type probe struct {
+		inFlight, maxInFlight atomic.Int32
+		started               chan struct{}
+		release               chan struct{}
+	}
+	setup := func(t *testing.T) (*hooks.Runner, *probe) {
+		p := &probe{started: make(chan struct{}, n), release: make(chan struct{})}
+		r := newRunner(t, hooks.WithConcurrency(limit))
+		for i := range n {
+			require.NoError(t, r.Add(hooks.Hook{Name: fmt.Sprint("h", i), Run: func(ctx context.Context) error {
+				now := p.inFlight.Add(1)
+				for m := p.maxInFlight.Load(); now > m && !p.maxInFlight.CompareAndSwap(m, now); m = p.maxInFlight.Load() {
+				}
+				p.started <- struct{}{}
+				err := await(ctx, p.release, "the test to release a hook")
+				p.inFlight.Add(-1)
+				return err
+			}}))
+		}
+		return r, p
+	}
+
+	// While two hooks hold the slots, no other starts: when the run is
+	// cancelled, the other four have made no attempt at all.
+	t.Run("holds hooks back", func(t *testing.T) {
+		r, p := setup(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		errc := runAsync(ctx, r)
+		for range limit {
+			mustAwait(t, p.started, "a hook to start")
+		}
+		cancel()
+		require.ErrorIs(t, result(t, errc), context.Canceled)
+		var ran, heldBack int
+		for _, h := range r.Report().Hooks {
+			require.Equal(t, hooks.Canceled, h.State, h.Name)
+			switch h.Attempts {
+			case 1:
+				ran++
+			case 0:
+				heldBack++
+				assert.ErrorContains(t, h.Err, "waiting for a concurrency slot", h.Name)
 			}
-			started <- struct{}{}
-			err := await(ctx, release, "the test to release a hook")
-			inFlight.Add(-1)
-			return err
-		}}))
-	}
-	errc := runAsync(context.Background(), r)
-	for range limit {
-		mustAwait(t, started, "a hook to start")
-	}
-	for range n - limit {
-		release <- struct{}{}
-		mustAwait(t, started, "the next hook to start")
-	}
-	for range limit {
-		release <- struct{}{}
-	}
-	require.NoError(t, result(t, errc))
-	assert.EqualValues(t, limit, maxInFlight.Load())
+		}
+		assert.Equal(t, limit, ran)
+		assert.Equal(t, n-limit, heldBack)
+	})
+
+	// The test releases one hook per start it sees: every hook gets to
+	// run, never more than two at once.
+	t.Run("frees slots as hooks return", func(t *testing.T) {
+		r, p := setup(t)
+		errc := runAsync(context.Background(), r)
+		for range limit {
+			mustAwait(t, p.started, "a hook to start")
+		}
+		for range n - limit {
+			p.release <- struct{}{}
+			mustAwait(t, p.started, "the next hook to start")
+		}
+		for range limit {
+			p.release <- struct{}{}
+		}
+		require.NoError(t, result(t, errc))
+		assert.EqualValues(t, limit, p.maxInFlight.Load())
+	})
 }
 
 func TestObserverEvents(t *testing.T) {
@@ -759,7 +795,7 @@ func TestPanicFailsTheHook(t *testing.T) {
 		hooks.Hook{
 			Name:      "buggy",
 			OnFailure: hooks.Continue,
-			Retry:     func() backoff.BackOff { return &backoff.ZeroBackOff{} },
+			Retry:     func() backoff.BackOff { return backoff.WithMaxRetries(&backoff.ZeroBackOff{}, 5) },
 			Run:       func(context.Context) error { calls.Add(1); panic("nil map") },
 		},
 		hooks.Hook{Name: "buggy-gate", OnFailure: hooks.Continue, Run: ok, Gate: func(context.Context) error { panic("oops") }},
