@@ -1,0 +1,187 @@
+package etcdmember
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+)
+
+// AddLearner makes sure a learner with the given name and peer URLs is in
+// the cluster and returns it. It blocks until then, and is idempotent:
+//
+//   - It reads the member list first. A member that already has one of the
+//     peer URLs is returned as it is, learner or voter, without adding
+//     anything — unless it has started under another name, which is a
+//     *ConflictError naming both.
+//   - A started member with this name but other peer URLs is a
+//     *ConflictError too, unless WithReplaceStaleMember was given: then it
+//     is removed first (through Remove, without Force).
+//   - Otherwise it sends MemberAddAsLearner. After any error it reads the
+//     member list again and decides from that: "peer URLs already exist",
+//     a timeout or a lost reply end with the member found by its peer URL.
+//     "Too many learners" (the cluster's learner limit) waits with backoff
+//     until a learner is promoted or removed, logging once per distinct
+//     set of learners, and retries; so does etcd's strict reconfiguration
+//     check ("unhealthy cluster" for a few seconds after a promotion).
+//
+// name must be non-empty (etcd learns it only when the member starts; the
+// name is used to detect conflicts and to build Join's initial-cluster).
+// peerURLs must be http or https host:port URLs without a path; they are
+// checked before any RPC (ErrInvalidArgument). Permanent errors
+// (permission denied, bad URLs) are returned at once. When ctx ends it
+// returns an error wrapping ctx.Err() that says what it was waiting for.
+func (m *Manager) AddLearner(ctx context.Context, name string, peerURLs []string) (Member, error) {
+	mem, _, _, err := m.addLearner(ctx, name, peerURLs)
+	return mem, err
+}
+
+// addLearner is AddLearner that also says whether this call added the
+// member and returns the member list it decided from. A member counts as
+// added by this call if it was absent from the list read before this
+// call's MemberAddAsLearner and present after it, whether the RPC's reply
+// arrived or not.
+func (m *Manager) addLearner(ctx context.Context, name string, peerURLs []string) (mem Member, added bool, members []Member, err error) {
+	if name == "" {
+		return Member{}, false, nil, invalid("empty member name")
+	}
+	urls, err := validatePeerURLs(peerURLs)
+	if err != nil {
+		return Member{}, false, nil, err
+	}
+	b, err := m.newBackoff()
+	if err != nil {
+		return Member{}, false, nil, err
+	}
+	what := fmt.Sprintf("add learner %q %v", name, urls)
+	log := &stateLog{log: m.log(ctx).WithValues("name", name, "peerURLs", urls)}
+	// ambiguous: a MemberAddAsLearner of ours may have been applied
+	// although its reply said otherwise (timeout, lost connection).
+	ambiguous := false
+	pending := "reading the member list"
+	for {
+		if ctx.Err() != nil {
+			return Member{}, false, nil, canceled(ctx, what, pending)
+		}
+		members, err := m.list(ctx)
+		if err != nil {
+			if k := classify(ctx, err); k == kindPermanent || k == kindCanceled {
+				return Member{}, false, nil, m.stop(ctx, k, what, pending, err)
+			}
+			pending = fmt.Sprintf("reading the member list (last error: %v)", err)
+			log.info("list-error", "cannot read the member list; retrying", "err", err)
+			if err := m.wait(ctx, b, what, pending); err != nil {
+				return Member{}, false, nil, err
+			}
+			continue
+		}
+		if existing, ok := byPeerURL(members, urls); ok {
+			if existing.Name != "" && existing.Name != name {
+				return Member{}, false, members, &ConflictError{Name: name, PeerURLs: urls, Existing: existing, SameURL: true}
+			}
+			if !ambiguous {
+				log.info("exists", "member already in the cluster", "id", hex(existing.ID), "learner", existing.IsLearner)
+			}
+			return existing, ambiguous, members, nil
+		}
+		if stale, ok := byName(members, name); ok {
+			if !m.opt.replaceStale {
+				return Member{}, false, members, &ConflictError{Name: name, PeerURLs: urls, Existing: stale}
+			}
+			log.info("replace-stale", "removing stale member with the same name", "id", hex(stale.ID), "stalePeerURLs", stale.PeerURLs)
+			if err := m.Remove(ctx, stale.ID, RemoveOptions{}); err != nil {
+				return Member{}, false, members, fmt.Errorf("etcdmember: %s: replacing stale member %x: %w", what, stale.ID, err)
+			}
+			continue
+		}
+
+		// Not there: add it.
+		rctx, cancel := m.rpcCtx(ctx)
+		resp, err := m.cl.MemberAddAsLearner(rctx, urls)
+		cancel()
+		if err == nil && resp != nil && resp.Member != nil && resp.Member.ID != 0 {
+			added := fromPB(resp.Members)
+			mem, ok := find(added, resp.Member.ID)
+			if !ok {
+				mem = fromPB([]*pb.Member{resp.Member})[0]
+				added = append(added, mem)
+			}
+			log.info("added", "added learner", "id", hex(mem.ID))
+			return mem, true, added, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("malformed MemberAddAsLearner response: %v", resp)
+		}
+		k := classify(ctx, err)
+		switch k {
+		case kindPermanent, kindCanceled:
+			return Member{}, false, nil, m.stop(ctx, k, what, pending, err)
+		case kindPeerURLExists:
+			// Someone (perhaps our own earlier, timed-out request) added
+			// it: the member list names it.
+			continue
+		case kindTooManyLearners:
+			ls := learnerIDs(members)
+			pending = fmt.Sprintf("waiting for a free learner slot (learners: %s)", ls)
+			log.info("too-many-learners "+ls, "the cluster's learner limit is reached; waiting for a learner to be promoted or removed", "learners", ls)
+		case kindReconfigRefused:
+			// etcd's strict reconfiguration check refused before
+			// proposing anything (e.g. the leader has not been connected
+			// to every voter for five seconds after a promotion).
+			pending = fmt.Sprintf("waiting for etcd to accept a membership change (%v)", err)
+			log.info("reconfig-refused", "etcd refused the membership change for now; waiting", "err", err)
+		default:
+			ambiguous = true
+			pending = fmt.Sprintf("adding the learner (last error: %v)", err)
+			log.info("add-error "+k.String(), "adding the learner failed; re-reading the member list", "err", err)
+		}
+		if err := m.wait(ctx, b, what, pending); err != nil {
+			return Member{}, false, nil, err
+		}
+	}
+}
+
+// stop turns a permanent or canceled error into the call's error.
+func (m *Manager) stop(ctx context.Context, k kind, what, pending string, err error) error {
+	if k == kindCanceled {
+		return canceled(ctx, what, pending)
+	}
+	return fmt.Errorf("etcdmember: %s: %w", what, err)
+}
+
+// byPeerURL finds a member with one of the canonical URLs.
+func byPeerURL(members []Member, urls []string) (Member, bool) {
+	for _, m := range members {
+		if sharesPeerURL(m, urls) {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// byName finds a started member with the given name.
+func byName(members []Member, name string) (Member, bool) {
+	for _, m := range members {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// learnerIDs lists the learners' IDs, sorted, as a state key and for logs.
+func learnerIDs(members []Member) string {
+	var ids []string
+	for _, m := range members {
+		if m.IsLearner {
+			ids = append(ids, hex(m.ID))
+		}
+	}
+	sort.Strings(ids)
+	return "[" + strings.Join(ids, " ") + "]"
+}
+
+// hex formats a member ID the way etcd does.
+func hex(id uint64) string { return fmt.Sprintf("%x", id) }

@@ -1,0 +1,138 @@
+package etcdmember
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Sentinel errors. Callers branch on them with errors.Is; the errors that
+// wrap them name the member concerned.
+var (
+	// ErrInvalidArgument: a call was given bad input (a nil client, an
+	// empty name, a zero member ID, a malformed peer URL, a nil callback,
+	// a bad option). No RPC was sent.
+	ErrInvalidArgument = errors.New("invalid argument")
+
+	// ErrMemberNotFound: the member list has no member with the ID asked
+	// for. It is permanent: Promote and WaitStarted return it at once.
+	ErrMemberNotFound = errors.New("member not found")
+
+	// ErrConflict: AddLearner found a member that clashes with the
+	// request. A *ConflictError wrapping it carries both sides.
+	ErrConflict = errors.New("member conflict")
+
+	// ErrLearnerStalled: a learner made no progress (its raft applied
+	// index did not advance, or it never started) for the stall timeout. A
+	// *StalledError wrapping it carries the indices.
+	ErrLearnerStalled = errors.New("learner stalled")
+
+	// ErrWouldLoseQuorum: Remove refused to remove a voter because the
+	// healthy voters left would be short of a quorum, or etcd's own
+	// strict reconfiguration check refused it. A *QuorumError wrapping it
+	// carries the counts.
+	ErrWouldLoseQuorum = errors.New("removal would lose quorum")
+)
+
+// ConflictError is AddLearner's error when the member list already has a
+// member that clashes with the request: the same peer URL under a different
+// name, or the same name with other peer URLs (a stale member, e.g. a node
+// that came back with a new address). errors.Is(err, ErrConflict) holds.
+type ConflictError struct {
+	// Name and PeerURLs are what AddLearner was asked for.
+	Name     string
+	PeerURLs []string
+	// Existing is the member already in the cluster.
+	Existing Member
+	// SameURL is true when Existing has one of the requested peer URLs
+	// (under another name), false when it has the requested name with
+	// other peer URLs.
+	SameURL bool
+}
+
+func (e *ConflictError) Error() string {
+	if e.SameURL {
+		return fmt.Sprintf("etcdmember: peer URLs %v requested for member %q already belong to member %x named %q",
+			e.PeerURLs, e.Name, e.Existing.ID, e.Existing.Name)
+	}
+	return fmt.Sprintf("etcdmember: member %q already exists as %x with peer URLs %v, not the requested %v",
+		e.Name, e.Existing.ID, e.Existing.PeerURLs, e.PeerURLs)
+}
+
+// Unwrap returns ErrConflict.
+func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+// StalledError is the error of Promote, WaitStarted and Join when a learner
+// made no progress for the stall timeout (WithStallTimeout).
+// errors.Is(err, ErrLearnerStalled) holds.
+type StalledError struct {
+	// Progress is the last reading: the learner's and the leader's raft
+	// applied indices (zero when unknown) and how long the learner's
+	// index has not moved.
+	Progress Progress
+	// Timeout is the stall timeout that passed.
+	Timeout time.Duration
+}
+
+func (e *StalledError) Error() string {
+	p := e.Progress
+	var b strings.Builder
+	fmt.Fprintf(&b, "etcdmember: learner %x", p.ID)
+	if p.Name != "" {
+		fmt.Fprintf(&b, " (%s)", p.Name)
+	}
+	if !p.Started {
+		fmt.Fprintf(&b, " stalled: not started after %s", p.NoProgressFor.Round(time.Millisecond))
+	} else {
+		fmt.Fprintf(&b, " stalled: raft applied index %d (leader %x at %d), no progress for %s",
+			p.LearnerApplied, p.LeaderID, p.LeaderApplied, p.NoProgressFor.Round(time.Millisecond))
+	}
+	fmt.Fprintf(&b, " (stall timeout %s)", e.Timeout)
+	if p.Err != nil {
+		fmt.Fprintf(&b, "; last status error: %v", p.Err)
+	}
+	return b.String()
+}
+
+// Unwrap returns ErrLearnerStalled.
+func (e *StalledError) Unwrap() error { return ErrLearnerStalled }
+
+// QuorumError is Remove's error when removing a voter would leave the
+// cluster without a quorum of healthy voters. errors.Is(err,
+// ErrWouldLoseQuorum) holds, and so does errors.Is(err, Server) when etcd
+// itself refused.
+type QuorumError struct {
+	// ID is the member that was not removed.
+	ID uint64
+	// Voters is the number of voting members before the removal, Healthy
+	// how many of them answered a status request, HealthyAfter how many
+	// healthy voters the removal would leave, and Needed the quorum of the
+	// voters that would be left. All are zero when only the server refused
+	// (Force skips the counting).
+	Voters, Healthy, HealthyAfter, Needed int
+	// Server is etcd's refusal (its strict reconfiguration check), or nil
+	// when this package refused before sending MemberRemove.
+	Server error
+}
+
+func (e *QuorumError) Error() string {
+	if e.Server != nil {
+		return fmt.Sprintf("etcdmember: removing member %x: etcd refused, the cluster would lose quorum: %v", e.ID, e.Server)
+	}
+	return fmt.Sprintf("etcdmember: removing voter %x would leave %d healthy of %d voters, short of a quorum of %d (%d of %d voters healthy now)",
+		e.ID, e.HealthyAfter, e.Voters-1, e.Needed, e.Healthy, e.Voters)
+}
+
+// Unwrap returns ErrWouldLoseQuorum and, when set, Server.
+func (e *QuorumError) Unwrap() []error {
+	if e.Server != nil {
+		return []error{ErrWouldLoseQuorum, e.Server}
+	}
+	return []error{ErrWouldLoseQuorum}
+}
+
+// invalid returns an error wrapping ErrInvalidArgument.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("etcdmember: %w: %s", ErrInvalidArgument, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,289 @@
+package etcdmember_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+
+	"github.com/kubeboot/kubeboot/etcdmember"
+	"github.com/kubeboot/kubeboot/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, testenv.LeakOptions()...)
+}
+
+// newCluster is testenv.NewCluster plus a leak check of its own: after the
+// cluster is closed, it waits until every goroutine the test started has
+// ended. etcd's peer HTTP server gives its connections one second to close
+// on shutdown, while rafthttp reads with a five-second deadline, so an
+// in-flight peer request between two members (e.g. the version probes a
+// multi-member cluster makes every four seconds) outlives Cluster.Close
+// by up to five seconds — longer than goleak.VerifyTestMain waits.
+// Awaiting it here keeps TestMain's check strict and names the test.
+func newCluster(t testing.TB, opts ...testenv.ClusterOption) *testenv.Cluster {
+	t.Helper()
+	baseline := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		testenv.Eventually(t, 20*time.Second, 100*time.Millisecond, func() error {
+			return goleak.Find(append(testenv.LeakOptions(), baseline)...)
+		})
+	})
+	return testenv.NewCluster(t, opts...)
+}
+
+// guard bounds every test's context. It is a failure guard, not a timing
+// assertion: nothing should come close to it.
+const guard = 2 * time.Minute
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// RPC method names as the gRPC client interceptor sees them.
+const (
+	rpcMemberList    = "/etcdserverpb.Cluster/MemberList"
+	rpcMemberAdd     = "/etcdserverpb.Cluster/MemberAdd"
+	rpcMemberPromote = "/etcdserverpb.Cluster/MemberPromote"
+	rpcMemberRemove  = "/etcdserverpb.Cluster/MemberRemove"
+	rpcStatus        = "/etcdserverpb.Maintenance/Status"
+	rpcMoveLeader    = "/etcdserverpb.Maintenance/MoveLeader"
+)
+
+// rpcCounter counts the unary RPCs a client sends, by method. It sits
+// inside etcd's retry interceptor, so every attempt on the wire counts.
+type rpcCounter struct {
+	mu     sync.Mutex
+	n      map[string]int
+	before func(method string) // called before each RPC is sent, if set
+	after  func(method string) // called after each RPC returned, if set
+}
+
+func newRPCCounter() *rpcCounter { return &rpcCounter{n: map[string]int{}} }
+
+func (c *rpcCounter) interceptor() grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		c.mu.Lock()
+		c.n[method]++
+		before, after := c.before, c.after
+		c.mu.Unlock()
+		if before != nil {
+			before(method)
+		}
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if after != nil {
+			after(method)
+		}
+		return err
+	}
+}
+
+func (c *rpcCounter) count(method string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[method]
+}
+
+func (c *rpcCounter) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sum := 0
+	for _, n := range c.n {
+		sum += n
+	}
+	return sum
+}
+
+func (c *rpcCounter) snapshot() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int, len(c.n))
+	for k, v := range c.n {
+		out[k] = v
+	}
+	return out
+}
+
+func (c *rpcCounter) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n = map[string]int{}
+}
+
+// countingClient returns a client for the endpoints whose RPCs c counts
+// (the Manager's Status and MoveLeader dials inherit the interceptor).
+func countingClient(t testing.TB, cl *testenv.Cluster, c *rpcCounter, endpoints ...string) *clientv3.Client {
+	t.Helper()
+	cli, err := cl.NewClientConfig(clientv3.Config{
+		Endpoints:   endpoints,
+		DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(c.interceptor())},
+	})
+	require.NoError(t, err)
+	return cli
+}
+
+// logs captures what a Manager logs, one line per call.
+type logs struct {
+	mu    sync.Mutex
+	lines []string
+	waits map[string]chan struct{}
+}
+
+func newLogs(t testing.TB) (*logs, logr.Logger) {
+	l := &logs{waits: map[string]chan struct{}{}}
+	sink := funcr.New(func(prefix, args string) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		line := prefix + " " + args
+		l.lines = append(l.lines, line)
+		for sub, ch := range l.waits {
+			if strings.Contains(line, sub) {
+				close(ch)
+				delete(l.waits, sub)
+			}
+		}
+	}, funcr.Options{Verbosity: 1})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("manager log:\n%s", l.all())
+		}
+	})
+	return l, sink
+}
+
+// when returns a channel closed at the first line containing sub (already
+// logged or not).
+func (l *logs) when(sub string) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ch := make(chan struct{})
+	for _, line := range l.lines {
+		if strings.Contains(line, sub) {
+			close(ch)
+			return ch
+		}
+	}
+	l.waits[sub] = ch
+	return ch
+}
+
+func (l *logs) count(sub string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		if strings.Contains(line, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *logs) all() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// await waits for ch within the guard.
+func await(t testing.TB, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(guard):
+		t.Fatalf("waiting for %s: test guard of %s passed", what, guard)
+	}
+}
+
+// fastBackoff keeps tests quick: 20 ms growing to 300 ms.
+func fastBackoff() backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 20 * time.Millisecond
+	b.MaxInterval = 300 * time.Millisecond
+	b.RandomizationFactor = 0.2
+	b.MaxElapsedTime = 0
+	b.Reset()
+	return b
+}
+
+func newManager(t testing.TB, cli *clientv3.Client, opts ...etcdmember.Option) *etcdmember.Manager {
+	t.Helper()
+	m, err := etcdmember.New(cli, append([]etcdmember.Option{etcdmember.WithBackoff(fastBackoff)}, opts...)...)
+	require.NoError(t, err)
+	return m
+}
+
+// members reads the member list through a client of the test's own.
+func members(ctx context.Context, t testing.TB, cli *clientv3.Client) map[uint64]*clientMember {
+	t.Helper()
+	resp, err := cli.MemberList(ctx)
+	require.NoError(t, err)
+	out := map[uint64]*clientMember{}
+	for _, m := range resp.Members {
+		out[m.ID] = &clientMember{Name: m.Name, IsLearner: m.IsLearner, PeerURLs: m.PeerURLs}
+	}
+	return out
+}
+
+type clientMember struct {
+	Name      string
+	IsLearner bool
+	PeerURLs  []string
+}
+
+// startFor returns a Join start function that starts spec's member in c.
+func startFor(c *testenv.Cluster, spec testenv.MemberSpec) etcdmember.StartFunc {
+	return func(ctx context.Context, initialCluster string) error {
+		_, err := c.StartMember(ctx, spec, initialCluster)
+		return err
+	}
+}
+
+// waitCaughtUp waits until the learner's applied index has reached the
+// leader's (both read directly, not through the code under test).
+func waitCaughtUp(ctx context.Context, t testing.TB, cli *clientv3.Client, learnerURL, leaderURL string) {
+	t.Helper()
+	testenv.Eventually(t, guard, 50*time.Millisecond, func() error {
+		ls, err := cli.Status(ctx, learnerURL)
+		if err != nil {
+			return err
+		}
+		ld, err := cli.Status(ctx, leaderURL)
+		if err != nil {
+			return err
+		}
+		if ls.RaftAppliedIndex < ld.RaftAppliedIndex {
+			return fmt.Errorf("learner applied %d < leader %d", ls.RaftAppliedIndex, ld.RaftAppliedIndex)
+		}
+		return nil
+	})
+}
+
+// leaderURL returns the client URL of the cluster's current leader.
+func leaderURL(t testing.TB, c *testenv.Cluster) string {
+	t.Helper()
+	var url string
+	testenv.Eventually(t, guard, 50*time.Millisecond, func() error {
+		for _, m := range c.Members() {
+			if m.Running() && m.IsLeader() {
+				url = m.ClientURL
+				return nil
+			}
+		}
+		return fmt.Errorf("no leader")
+	})
+	return url
+}

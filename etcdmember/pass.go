@@ -1,0 +1,142 @@
+package etcdmember
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// PassReport is what one PromoteReady pass saw and did.
+type PassReport struct {
+	// Learners has one progress reading per learner in the member list,
+	// by ID.
+	Learners []Progress
+	// Promoted lists the learners this pass promoted.
+	Promoted []uint64
+	// Stalled lists the learners that made no progress for the stall
+	// timeout (WithStallTimeout) and have not caught up.
+	Stalled []uint64
+	// Removed lists the stalled learners this pass removed
+	// (WithEvictStalledAfter).
+	Removed []uint64
+}
+
+// PromoteReady is one leader-side pass, the way k3s and k0s promote
+// learners: it reads the member list, reads every learner's progress, and
+// promotes the learners that have started and caught up with the leader —
+// at most one per pass by default (WithMaxPromotionsPerPass). It reports
+// learners that made no progress for the stall timeout and, with
+// WithEvictStalledAfter, removes those stalled for longer than that. It
+// never decides from an RPC error: a promote that failed ambiguously is
+// decided by the next pass's member list.
+//
+// Callers run it periodically (a ticker) or on membership events, from one
+// place (e.g. the leader-elected controller). The Manager remembers, across
+// passes, when each learner last made progress. It blocks for one pass.
+// The returned error is non-nil when the member list could not be read
+// (then the report is empty) or when some learner's promotion or removal
+// failed (the report still holds the rest, and the error names each
+// learner); when ctx ends it wraps ctx.Err(). Safe for concurrent use.
+func (m *Manager) PromoteReady(ctx context.Context) (PassReport, error) {
+	var rep PassReport
+	what := "promote-ready pass"
+	members, err := m.list(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return rep, canceled(ctx, what, "reading the member list")
+		}
+		return rep, fmt.Errorf("etcdmember: %s: %w", what, err)
+	}
+	var learners []Member
+	for _, mem := range members {
+		if mem.IsLearner {
+			learners = append(learners, mem)
+		}
+	}
+	sort.Slice(learners, func(i, j int) bool { return learners[i].ID < learners[j].ID })
+	m.pruneStalls(learners)
+	if len(learners) == 0 {
+		return rep, nil
+	}
+	log := m.log(ctx)
+	leaderID, leaderApplied, leaderErr := m.leaderStatus(ctx, members, 0)
+	var errs []error
+	for _, l := range learners {
+		if ctx.Err() != nil {
+			return rep, errors.Join(append(errs, canceled(ctx, what, fmt.Sprintf("checking learner %x", l.ID)))...)
+		}
+		p, _ := m.learnerStatus(ctx, l)
+		p.setLeader(leaderID, leaderApplied, leaderErr)
+		m.observeStall(&p, time.Now())
+		m.report(p)
+		rep.Learners = append(rep.Learners, p)
+
+		if stalled(p, m.opt.stallTimeout) {
+			rep.Stalled = append(rep.Stalled, l.ID)
+			if m.opt.evictAfter > 0 && p.NoProgressFor >= m.opt.evictAfter {
+				log.Info("removing stalled learner", "id", hex(l.ID), "name", l.Name, "noProgressFor", p.NoProgressFor, "learnerApplied", p.LearnerApplied, "leaderApplied", p.LeaderApplied)
+				if err := m.removeLearner(ctx, l.ID); err != nil {
+					errs = append(errs, err)
+				} else {
+					rep.Removed = append(rep.Removed, l.ID)
+				}
+				continue
+			}
+		}
+		if len(rep.Promoted) >= m.opt.maxPerPass || p.behind() {
+			continue
+		}
+		rctx, cancel := m.rpcCtx(ctx)
+		_, err := m.cl.MemberPromote(rctx, l.ID)
+		cancel()
+		if err == nil {
+			log.Info("promoted learner", "id", hex(l.ID), "name", l.Name)
+			rep.Promoted = append(rep.Promoted, l.ID)
+			continue
+		}
+		switch classify(ctx, err) {
+		case kindLearnerNotReady, kindNotLearner, kindMemberNotFound:
+			// The next pass's member list decides.
+			log.V(1).Info("learner not promoted this pass", "id", hex(l.ID), "err", err)
+		default:
+			errs = append(errs, fmt.Errorf("etcdmember: %s: promote learner %x: %w", what, l.ID, err))
+		}
+	}
+	return rep, errors.Join(errs...)
+}
+
+// removeLearner sends one MemberRemove for a learner; not found is success.
+func (m *Manager) removeLearner(ctx context.Context, id uint64) error {
+	rctx, cancel := m.rpcCtx(ctx)
+	defer cancel()
+	_, err := m.cl.MemberRemove(rctx, id)
+	if err != nil && classify(ctx, err) != kindMemberNotFound {
+		return fmt.Errorf("etcdmember: remove stalled learner %x: %w", id, err)
+	}
+	return nil
+}
+
+// observeStall updates the pass-to-pass stall clock of p's learner.
+func (m *Manager) observeStall(p *Progress, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c, ok := m.stalls[p.ID]
+	if !ok {
+		c = newStallClock(now)
+		m.stalls[p.ID] = c
+	}
+	c.observe(p, now)
+}
+
+// pruneStalls forgets learners that are no longer learners.
+func (m *Manager) pruneStalls(learners []Member) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id := range m.stalls {
+		if _, ok := find(learners, id); !ok {
+			delete(m.stalls, id)
+		}
+	}
+}

@@ -1,0 +1,242 @@
+package etcdmember
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// PromoteResult says how Promote ended.
+type PromoteResult struct {
+	// ID is the member.
+	ID uint64
+	// AlreadyVoter is true when the first member list already showed a
+	// voter: no MemberPromote was sent.
+	AlreadyVoter bool
+	// Attempts is the number of MemberPromote RPCs sent.
+	Attempts int
+	// ConfirmedByList is true when the promotion was seen in the member
+	// list after a MemberPromote whose reply was an error or was lost
+	// (kubeadm #3317), or after someone else promoted the learner; false
+	// when the MemberPromote reply itself said so.
+	ConfirmedByList bool
+	// Progress is the last reading of the learner's progress, if one was
+	// taken (zero otherwise).
+	Progress Progress
+}
+
+// Promote makes the learner id a voter and blocks until the member list
+// shows it as one, the learner stalls, or ctx ends.
+//
+// Before every attempt it reads the member list (linearizable): a member
+// that is not there is ErrMemberNotFound at once; a member that is no
+// longer a learner is success (AlreadyVoter when that was the first list).
+// Otherwise it sends MemberPromote. An error reply is never taken as the
+// outcome: it reads the member list again and decides from that — so a
+// promote that succeeded although its reply was lost, or that etcd answers
+// with "can only promote a learner member" or "not in sync", ends in
+// success. "Learner not ready" waits with backoff: it reads the learner's
+// and the leader's raft applied index (WithProgress reports each reading),
+// sends no MemberPromote while the learner has not started or is clearly
+// behind, resets the backoff whenever the learner advances, and gives up
+// with a *StalledError (ErrLearnerStalled) when it made no progress for
+// the stall timeout. Transient errors (unavailable, timeouts, leader
+// changes) are retried with backoff; permanent ones (permission denied,
+// invalid argument) are returned at once. When ctx ends it returns an
+// error wrapping ctx.Err() that says what it was waiting for. Safe for
+// concurrent use; a zero id is an error wrapping ErrInvalidArgument.
+func (m *Manager) Promote(ctx context.Context, id uint64) (PromoteResult, error) {
+	if id == 0 {
+		return PromoteResult{}, invalid("member ID 0")
+	}
+	b, err := m.newBackoff()
+	if err != nil {
+		return PromoteResult{}, err
+	}
+	what := fmt.Sprintf("promote learner %x", id)
+	log := &stateLog{log: m.log(ctx).WithValues("id", hex(id))}
+	res := PromoteResult{ID: id}
+	clock := newStallClock(time.Now())
+	var (
+		members     []Member
+		fresh       bool // members was read after the last MemberPromote error
+		lists       int
+		knownBehind bool
+		pending     = "reading the member list"
+	)
+	for {
+		if ctx.Err() != nil {
+			return res, canceled(ctx, what, pending)
+		}
+		if !fresh {
+			members, err = m.list(ctx)
+			if err != nil {
+				k := classify(ctx, err)
+				if k == kindPermanent || k == kindCanceled {
+					return res, m.stop(ctx, k, what, pending, err)
+				}
+				pending = fmt.Sprintf("reading the member list (last error: %v)", err)
+				log.info("list-error", "cannot read the member list; retrying", "err", err)
+				if err := m.wait(ctx, b, what, pending); err != nil {
+					return res, err
+				}
+				continue
+			}
+			lists++
+		}
+		fresh = false
+		mem, ok := find(members, id)
+		if !ok {
+			return res, fmt.Errorf("etcdmember: %s: %w", what, ErrMemberNotFound)
+		}
+		if !mem.IsLearner {
+			res.AlreadyVoter = res.Attempts == 0 && lists == 1
+			res.ConfirmedByList = !res.AlreadyVoter
+			log.info("voter", "member is a voter", "attempts", res.Attempts, "alreadyVoter", res.AlreadyVoter)
+			return res, nil
+		}
+
+		// While the learner is known to be behind, watch its progress
+		// instead of asking etcd to promote it.
+		if !mem.Started() || knownBehind {
+			p, err := m.observe(ctx, members, mem, clock, b, &res)
+			if err != nil {
+				return res, err
+			}
+			knownBehind = p.behind()
+			if knownBehind {
+				pending = p.pending()
+				log.info(progressState(p), "learner not ready yet", "started", p.Started, "learnerApplied", p.LearnerApplied, "leaderApplied", p.LeaderApplied)
+				if err := m.wait(ctx, b, what, pending); err != nil {
+					return res, err
+				}
+				continue
+			}
+		}
+
+		res.Attempts++
+		rctx, cancel := m.rpcCtx(ctx)
+		_, perr := m.cl.MemberPromote(rctx, id)
+		cancel()
+		if perr == nil {
+			log.info("promoted", "promoted learner", "attempts", res.Attempts)
+			return res, nil
+		}
+		k := classify(ctx, perr)
+		log.log.V(1).Info("MemberPromote failed; re-reading the member list", "err", perr, "kind", k.String())
+		switch k {
+		case kindPermanent:
+			return res, fmt.Errorf("etcdmember: %s: %w", what, perr)
+		case kindCanceled:
+			return res, canceled(ctx, what, fmt.Sprintf("waiting for the reply to MemberPromote (attempt %d)", res.Attempts))
+		}
+		// The member list is the truth: read it now, before any wait.
+		members, err = m.list(ctx)
+		if err == nil {
+			lists++
+			fresh = true
+			if now, ok := find(members, id); !ok || !now.IsLearner {
+				continue // decided at the top, without waiting
+			}
+		}
+		pending = fmt.Sprintf("promoting (attempt %d: %v)", res.Attempts, perr)
+		if k == kindLearnerNotReady {
+			if fresh {
+				mem, _ := find(members, id)
+				p, oerr := m.observe(ctx, members, mem, clock, b, &res)
+				if oerr != nil {
+					return res, oerr
+				}
+				knownBehind = p.behind()
+				pending = p.pending()
+				log.info(progressState(p), "learner not in sync with the leader yet", "learnerApplied", p.LearnerApplied, "leaderApplied", p.LeaderApplied)
+			}
+		} else {
+			log.info("promote-error "+k.String(), "MemberPromote failed; retrying", "err", perr)
+		}
+		if err := m.wait(ctx, b, what, pending); err != nil {
+			return res, err
+		}
+		fresh = false
+	}
+}
+
+// observe reads the learner's progress, reports it, resets b when the
+// learner advanced, and returns a *StalledError when it stalled.
+func (m *Manager) observe(ctx context.Context, members []Member, learner Member, clock *stallClock, b backoff.BackOff, res *PromoteResult) (Progress, error) {
+	p := m.progress(ctx, members, learner)
+	if clock.observe(&p, time.Now()) {
+		b.Reset()
+	}
+	res.Progress = p
+	m.report(p)
+	if stalled(p, m.opt.stallTimeout) {
+		return p, &StalledError{Progress: p, Timeout: m.opt.stallTimeout}
+	}
+	return p, nil
+}
+
+// progressState is a log state key: it changes when the learner starts,
+// catches up, or its status becomes readable or unreadable — not with
+// every index.
+func progressState(p Progress) string {
+	return fmt.Sprintf("progress started=%t learner=%t leader=%t caughtUp=%t", p.Started, p.learnerOK, p.leaderOK, p.CaughtUp())
+}
+
+// WaitStarted blocks until the member id has started and joined — its
+// etcd process published its name and client URLs — and returns it. It
+// polls the member list with backoff (etcd offers no membership watch). A
+// member that is not in the list is ErrMemberNotFound at once; one that
+// has not started within the stall timeout is a *StalledError
+// (ErrLearnerStalled). When ctx ends it returns an error wrapping
+// ctx.Err(). Safe for concurrent use; a zero id is an error wrapping
+// ErrInvalidArgument.
+func (m *Manager) WaitStarted(ctx context.Context, id uint64) (Member, error) {
+	if id == 0 {
+		return Member{}, invalid("member ID 0")
+	}
+	b, err := m.newBackoff()
+	if err != nil {
+		return Member{}, err
+	}
+	what := fmt.Sprintf("wait for member %x to start", id)
+	log := &stateLog{log: m.log(ctx).WithValues("id", hex(id))}
+	start := time.Now()
+	pending := "reading the member list"
+	for {
+		if ctx.Err() != nil {
+			return Member{}, canceled(ctx, what, pending)
+		}
+		members, err := m.list(ctx)
+		if err != nil {
+			k := classify(ctx, err)
+			if k == kindPermanent || k == kindCanceled {
+				return Member{}, m.stop(ctx, k, what, pending, err)
+			}
+			pending = fmt.Sprintf("reading the member list (last error: %v)", err)
+			log.info("list-error", "cannot read the member list; retrying", "err", err)
+		} else {
+			mem, ok := find(members, id)
+			if !ok {
+				return Member{}, fmt.Errorf("etcdmember: %s: %w", what, ErrMemberNotFound)
+			}
+			if mem.Started() {
+				log.info("started", "member started", "name", mem.Name, "clientURLs", mem.ClientURLs)
+				return mem, nil
+			}
+			pending = fmt.Sprintf("waiting for member %x to publish its name and client URLs", id)
+			log.info("not-started", "member has not started yet")
+			if time.Since(start) >= m.opt.stallTimeout {
+				p := m.progress(ctx, members, mem)
+				p.NoProgressFor = time.Since(start)
+				m.report(p)
+				return Member{}, &StalledError{Progress: p, Timeout: m.opt.stallTimeout}
+			}
+		}
+		if err := m.wait(ctx, b, what, pending); err != nil {
+			return Member{}, err
+		}
+	}
+}
