@@ -14,10 +14,13 @@ import (
 // Registration is one apiserver's published address: a key under the
 // prefix, attached to an etcd lease that the Registration keeps alive from
 // its own goroutine. It is the etcd concurrency.Session idea with one
-// difference: a lost lease (expired during a long partition, revoked by
-// someone, its keepalive stream ended) is not the end — the Registration
-// grants a new lease and puts the key again, with backoff, until its
-// context ends or Close is called.
+// difference: losing the lease (expired during a long partition or an
+// etcd outage, revoked by someone, its keepalive stream ended) or the key
+// (deleted by someone) is not the end — the Registration grants a new
+// lease and puts the key again, at once and then with backoff, until its
+// context ends or Close is called. It follows its own key with a watch,
+// so a revoked lease or a deleted key is noticed as soon as etcd applies
+// it, not at the next keepalive.
 //
 // Its methods are safe for concurrent use.
 type Registration struct {
@@ -82,14 +85,14 @@ func Publish(ctx context.Context, client *clientv3.Client, id, address string, o
 		done:    make(chan struct{}),
 	}
 	r.log = log.WithValues("key", r.key, "address", addr)
-	lease, err := r.put(ctx)
+	lease, rev, err := r.put(ctx)
 	if err != nil {
 		return nil, err
 	}
 	r.lease = lease
 	rctx, cancel := context.WithCancelCause(ctx)
 	r.cancel = cancel
-	go r.run(rctx)
+	go r.run(rctx, rev)
 	r.log.V(1).Info("published", "lease", fmt.Sprintf("%x", lease))
 	return r, nil
 }
@@ -157,20 +160,22 @@ func (r *Registration) Close() error {
 }
 
 // put grants a lease and puts the key under it, within one request
-// timeout. On failure it revokes the lease it may have granted.
-func (r *Registration) put(ctx context.Context) (clientv3.LeaseID, error) {
+// timeout, and returns the lease and the put's revision. On failure it
+// revokes the lease it may have granted.
+func (r *Registration) put(ctx context.Context) (clientv3.LeaseID, int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.requestTimeout)
 	defer cancel()
 	ttl := int64((r.o.ttl + time.Second - 1) / time.Second)
 	g, err := r.client.Grant(ctx, ttl)
 	if err != nil {
-		return 0, fmt.Errorf("apiserverdisco: publish %q: grant a %ds lease: %w", r.key, ttl, err)
+		return 0, 0, fmt.Errorf("apiserverdisco: publish %q: grant a %ds lease: %w", r.key, ttl, err)
 	}
-	if _, err := r.client.Put(ctx, r.key, r.value, clientv3.WithLease(g.ID)); err != nil {
+	resp, err := r.client.Put(ctx, r.key, r.value, clientv3.WithLease(g.ID))
+	if err != nil {
 		r.revoke(g.ID)
-		return 0, fmt.Errorf("apiserverdisco: publish %q: put under lease %x: %w", r.key, g.ID, err)
+		return 0, 0, fmt.Errorf("apiserverdisco: publish %q: put under lease %x: %w", r.key, g.ID, err)
 	}
-	return g.ID, nil
+	return g.ID, resp.Header.Revision, nil
 }
 
 // revoke revokes a lease this registration no longer uses, best effort,
@@ -183,49 +188,112 @@ func (r *Registration) revoke(id clientv3.LeaseID) {
 	}
 }
 
-// run keeps the lease alive and re-publishes when it is lost, until ctx
+// run holds the key and publishes it again whenever it is lost, until ctx
 // ends or the client is closed.
-func (r *Registration) run(ctx context.Context) {
+func (r *Registration) run(ctx context.Context, rev int64) {
 	defer close(r.done)
 	lease := r.Lease()
 	for {
-		kctx, kcancel := context.WithCancel(ctx)
-		ch, err := r.client.KeepAlive(kctx, lease)
-		if err == nil {
-			for range ch {
-				// Each response is a successful refresh; the channel closes
-				// when the lease is gone or cannot be refreshed in time.
-			}
-		}
-		kcancel()
+		reason := r.hold(ctx, lease, rev)
 		if r.stopped(ctx) {
 			return
 		}
-		r.log.Info("lease lost; publishing again", "lease", fmt.Sprintf("%x", lease))
-		next, ok := r.republish(ctx)
+		r.log.Info("publishing again", "reason", reason, "lease", fmt.Sprintf("%x", lease))
+		next, nextRev, ok := r.republish(ctx)
 		if !ok {
 			return
 		}
 		r.revoke(lease)
-		lease = next
+		lease, rev = next, nextRev
+	}
+}
+
+// hold keeps lease alive and follows the key from rev+1. It returns why
+// the key must be published again — the lease expired or was revoked (the
+// keepalive channel closed), or the key was deleted — or "" once ctx has
+// ended. A put under another lease means another publisher took the ID:
+// the registration keeps its lease and stands by, and publishes again when
+// that key goes away. A watch that fails is re-established after a check
+// of the key, with backoff.
+func (r *Registration) hold(ctx context.Context, lease clientv3.LeaseID, rev int64) string {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ka, err := r.client.KeepAlive(ctx, lease)
+	if err != nil {
+		return fmt.Sprintf("keepalive of lease %x failed: %v", lease, err)
+	}
+	watch := func() clientv3.WatchChan {
+		return r.client.Watch(clientv3.WithRequireLeader(ctx), r.key, clientv3.WithRev(rev+1))
+	}
+	wch := watch()
+	b := r.o.newBackoff()
+	var retry *time.Timer
+	var retryC <-chan time.Time
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
+	later := func() {
+		retry = time.NewTimer(nextDelay(b))
+		retryC = retry.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ""
+		case _, ok := <-ka:
+			if !ok {
+				return fmt.Sprintf("lease %x expired, was revoked or could not be refreshed in time", lease)
+			}
+		case resp, ok := <-wch:
+			if !ok || resp.Err() != nil || resp.Canceled {
+				if ctx.Err() != nil {
+					return ""
+				}
+				wch = nil
+				later()
+				continue
+			}
+			rev = max(rev, resp.Header.Revision)
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					return "the key was deleted"
+				}
+			}
+		case <-retryC:
+			retryC = nil
+			gctx, gcancel := context.WithTimeout(ctx, r.o.requestTimeout)
+			resp, err := r.client.Get(gctx, r.key)
+			gcancel()
+			switch {
+			case err != nil:
+				later()
+			case len(resp.Kvs) == 0:
+				return "the key was deleted"
+			default:
+				rev = resp.Header.Revision
+				wch = watch()
+			}
+		}
 	}
 }
 
 // republish puts the key under a new lease: once at once, then with
 // backoff, until it succeeds (true) or the registration stops (false).
-func (r *Registration) republish(ctx context.Context) (clientv3.LeaseID, bool) {
+func (r *Registration) republish(ctx context.Context) (clientv3.LeaseID, int64, bool) {
 	b := r.o.newBackoff()
 	for {
-		lease, err := r.put(ctx)
+		lease, rev, err := r.put(ctx)
 		if err == nil {
 			r.mu.Lock()
 			r.lease = lease
 			r.mu.Unlock()
 			r.log.Info("published again", "lease", fmt.Sprintf("%x", lease))
-			return lease, true
+			return lease, rev, true
 		}
 		if r.stopped(ctx) {
-			return 0, false
+			return 0, 0, false
 		}
 		d := nextDelay(b)
 		if classify(err) == denied {
@@ -235,7 +303,7 @@ func (r *Registration) republish(ctx context.Context) (clientv3.LeaseID, bool) {
 		}
 		if sleepCtx(ctx, d) != nil {
 			r.stopped(ctx)
-			return 0, false
+			return 0, 0, false
 		}
 	}
 }
