@@ -57,9 +57,18 @@ func TestBadInput(t *testing.T) {
 		"Promote zero ID":       func() error { _, err := m.Promote(ctx, 0); return err },
 		"WaitStarted zero ID":   func() error { _, err := m.WaitStarted(ctx, 0); return err },
 		"Remove zero ID":        func() error { return m.Remove(ctx, 0, etcdmember.RemoveOptions{}) },
-		"Join nil start":        func() error { _, err := m.Join(ctx, "n", []string{"http://127.0.0.1:2380"}, etcdmember.JoinOptions{}, nil); return err },
-		"Join empty name":       func() error { _, err := m.Join(ctx, "", []string{"http://127.0.0.1:2380"}, etcdmember.JoinOptions{}, start); return err },
-		"Join bad URL":          func() error { _, err := m.Join(ctx, "n", []string{"http://"}, etcdmember.JoinOptions{}, start); return err },
+		"Join nil start": func() error {
+			_, err := m.Join(ctx, "n", []string{"http://127.0.0.1:2380"}, etcdmember.JoinOptions{}, nil)
+			return err
+		},
+		"Join empty name": func() error {
+			_, err := m.Join(ctx, "", []string{"http://127.0.0.1:2380"}, etcdmember.JoinOptions{}, start)
+			return err
+		},
+		"Join bad URL": func() error {
+			_, err := m.Join(ctx, "n", []string{"http://"}, etcdmember.JoinOptions{}, start)
+			return err
+		},
 	} {
 		err := call()
 		require.ErrorIs(t, err, etcdmember.ErrInvalidArgument, name)

@@ -86,10 +86,13 @@ func (m *Manager) Join(ctx context.Context, name string, peerURLs []string, opts
 	if err := start(ctx, res.InitialCluster); err != nil {
 		return fail("start", err)
 	}
-	if res.Member, err = m.WaitStarted(ctx, mem.ID); err != nil {
+	started, err := m.WaitStarted(ctx, mem.ID)
+	if err != nil {
 		return fail("wait for start", err)
 	}
-	if res.Promote, err = m.Promote(ctx, mem.ID); err != nil {
+	res.Member = started
+	res.Promote, err = m.Promote(ctx, mem.ID)
+	if err != nil {
 		return fail("promote", err)
 	}
 	res.Member.IsLearner = false

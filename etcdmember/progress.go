@@ -9,6 +9,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
+// statusTimeout bounds a status probe of one member (less if the RPC
+// timeout is shorter). A member that does not answer in time is only
+// "unknown": a learner's etcd accepts connections before it serves them,
+// and a probe must not hold up the next promote attempt.
+const statusTimeout = time.Second
+
 // readyFraction is etcd's own threshold: a learner is ready to be promoted
 // once its log is within 90 % of the leader's.
 const readyFraction = 0.9
@@ -136,8 +142,9 @@ func (m *Manager) report(p Progress) {
 // turn, returning the first answer.
 func (m *Manager) status(ctx context.Context, urls []string) (*clientv3.StatusResponse, error) {
 	err := errors.New("no client URLs")
+	timeout := min(m.opt.rpcTimeout, statusTimeout)
 	for _, u := range urls {
-		rctx, cancel := m.rpcCtx(ctx)
+		rctx, cancel := context.WithTimeout(ctx, timeout)
 		st, serr := m.cl.Status(rctx, u)
 		cancel()
 		if serr == nil && st != nil {
