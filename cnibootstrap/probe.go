@@ -11,8 +11,10 @@ import (
 
 // probeRun runs one requirement's probe (a SubjectAccessReview or a
 // discovery lookup) for one Wait: at once (or, with afterCRD, when first
-// triggered), again on every trigger, and otherwise on the backoff floor,
-// which a trigger resets so that the re-runs after a change come quickly.
+// triggered), again on every trigger, and, while the answer is no, on the
+// backoff floor, which a trigger resets so that the re-runs after a change
+// come quickly. A yes is re-checked on triggers only: what could take it
+// back (an RBAC change, a CRD change) is watched.
 type probeRun struct {
 	self int
 	spec *probeSpec
@@ -60,17 +62,18 @@ func (p *probeRun) run(ctx context.Context, e *env, out chan<- any) {
 			return
 		}
 		send(ctx, out, probeUpdate{self: p.self, gen: gen, res: res})
-		if !p.await(ctx, b, &crd) {
+		if !p.await(ctx, b, !res.ok, &crd) {
 			return
 		}
 	}
 }
 
 // await waits for a trigger (which resets b and may bring a newer CRD),
-// for the floor, or for ctx to end, and reports false in the last case.
-func (p *probeRun) await(ctx context.Context, b backoff.BackOff, crd **unstructured.Unstructured) bool {
+// for the floor when withFloor, or for ctx to end, and reports false in the
+// last case.
+func (p *probeRun) await(ctx context.Context, b backoff.BackOff, withFloor bool, crd **unstructured.Unstructured) bool {
 	var floor <-chan time.Time
-	if d := b.NextBackOff(); d != backoff.Stop {
+	if d := b.NextBackOff(); withFloor && d != backoff.Stop {
 		t := time.NewTimer(d)
 		defer t.Stop()
 		floor = t.C
