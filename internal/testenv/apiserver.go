@@ -100,6 +100,8 @@ func StartAPIServer(ctx context.Context, opts ...APIServerOption) (_ *APIServer,
 			return nil, err
 		}
 		a.ownDir = true
+	} else if err := os.MkdirAll(a.dir, 0o700); err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {

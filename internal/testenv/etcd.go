@@ -30,6 +30,7 @@ type clusterConfig struct {
 	maxLearners int
 	snapshotCnt uint64
 	dir         string
+	names       []string
 }
 
 // WithMembers sets the number of initial voting members (default 1).
@@ -48,6 +49,12 @@ func WithMaxLearners(n int) ClusterOption { return func(c *clusterConfig) { c.ma
 // WithSnapshotCount sets how many applied entries trigger a snapshot; a low
 // value makes a joining member catch up through a snapshot transfer.
 func WithSnapshotCount(n uint64) ClusterOption { return func(c *clusterConfig) { c.snapshotCnt = n } }
+
+// WithNames names the initial members (default m0, m1, ...); it also sets
+// their number.
+func WithNames(names ...string) ClusterOption {
+	return func(c *clusterConfig) { c.names, c.members = names, len(names) }
+}
 
 // WithDir puts the cluster's data, certificates and logs under dir (default:
 // a new temporary directory that Close removes).
@@ -167,7 +174,11 @@ func (c *Cluster) startInitial(ctx context.Context, attempt int) error {
 	members := make([]*Member, c.cfg.members)
 	var initial []string
 	for i := range members {
-		spec, err := c.NewMemberSpec(fmt.Sprintf("m%d", i))
+		name := fmt.Sprintf("m%d", i)
+		if i < len(c.cfg.names) {
+			name = c.cfg.names[i]
+		}
+		spec, err := c.NewMemberSpec(name)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,328 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kubeboot/kubeboot/cnibootstrap"
+	"github.com/kubeboot/kubeboot/hooks"
+	"github.com/kubeboot/kubeboot/readiness"
+)
+
+// retry is every bootstrap hook's policy: quick at first, capped, bounded.
+func retry() backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxInterval = 2 * time.Second
+	b.MaxElapsedTime = 2 * time.Minute
+	return b
+}
+
+// bootstrap runs the bootstrap hooks. Every apiserver-facing hook waits on
+// a gate "etcd healthy and kube-apiserver ready, three times over half a
+// second" before each attempt, so a control plane that is being replaced
+// makes hooks wait rather than fail; the CNI hook's gate is cnibootstrap's
+// wait for the add-on's prerequisites.
+func (d *demo) bootstrap(ctx context.Context) error {
+	admin := d.api.Config()
+	kube, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(admin)
+	if err != nil {
+		return err
+	}
+	clients, err := cnibootstrap.NewClients(admin)
+	if err != nil {
+		return err
+	}
+	objs := cniObjects{kube: kube, dyn: dyn}
+
+	controlPlaneUp := readiness.Gate(
+		readiness.All(
+			readiness.Named("etcd", readiness.EtcdHealthy(d.client)),
+			readiness.Named("kube-apiserver", readiness.APIServerReady(kube.Discovery().RESTClient())),
+		),
+		readiness.WithStability(3, 500*time.Millisecond),
+		readiness.WithAttemptTimeout(2*time.Second),
+	)
+	lastUnmet := "-"
+	var unmetMu sync.Mutex
+	cniReady := func(ctx context.Context) error {
+		return cnibootstrap.Wait(ctx, clients, cniRequirements(), cnibootstrap.WithProgress(func(unmet []cnibootstrap.Unmet) {
+			// One line each time the set of unmet requirements changes.
+			names := make([]string, len(unmet))
+			for i, u := range unmet {
+				names[i] = u.Requirement
+			}
+			key := strings.Join(names, "; ")
+			unmetMu.Lock()
+			changed := key != lastUnmet
+			lastUnmet = key
+			unmetMu.Unlock()
+			if changed {
+				reasons := make([]string, len(unmet))
+				for i, u := range unmet {
+					reasons[i] = u.String()
+				}
+				d.tl.Record("hooks", "cni prerequisites", fmt.Sprintf("%d unmet", len(unmet)), strings.Join(reasons, "; "))
+			}
+		}))
+	}
+
+	f := &faultState{}
+	runner, err := hooks.New(hooks.WithObserver(func(e hooks.Event) { d.observe(e, f) }))
+	if err != nil {
+		return err
+	}
+	hs := d.bootstrapHooks(objs, controlPlaneUp, f)
+	hs = append(hs, hooks.Hook{
+		Name:  "cni",
+		Gate:  cniReady,
+		Run:   func(ctx context.Context) error { return d.startCNI(ctx, kube) },
+		Retry: retry,
+	})
+	if err := runner.Add(hs...); err != nil {
+		return err
+	}
+	d.tl.Record("hooks", "run", "begin", fmt.Sprintf("%d hooks", len(hs)))
+	err = runner.Run(ctx)
+	f.wg.Wait()
+	d.res.Hooks = runner.Report()
+	if err != nil {
+		d.tl.Record("hooks", "run", "failed", err.Error())
+		return err
+	}
+	d.tl.Record("hooks", "run", "ok", "critical path "+strings.Join(d.res.Hooks.CriticalPath, " → "))
+	if err := f.err(); err != nil {
+		return err
+	}
+	switch d.cfg.Fault {
+	case FaultAPIServerRestart:
+		d.res.FaultObserved = f.restarted() && f.failedAttempts() > 0
+	case FaultCalicoRace:
+		d.res.FaultObserved = f.sawNotReady()
+	}
+	return nil
+}
+
+// bootstrapHooks returns the hooks that create the CNI's cluster objects.
+// They race on purpose: nothing orders the ClusterInformation after its CRD,
+// so its first attempts fail until the CRD is served. Under the calico-race
+// fault they run in the worst order instead: binding, role, CRD, and the
+// object last, not ready at first.
+func (d *demo) bootstrapHooks(o cniObjects, gate func(context.Context) error, f *faultState) []hooks.Hook {
+	hook := func(name string, after []string, run func(context.Context) error) hooks.Hook {
+		return hooks.Hook{Name: name, After: after, Gate: gate, Run: run, Retry: retry, Timeout: 10 * time.Second}
+	}
+	if d.cfg.Fault == FaultCalicoRace {
+		return []hooks.Hook{
+			hook("rbac-binding", nil, func(ctx context.Context) error {
+				if err := o.createServiceAccount(ctx); err != nil {
+					return err
+				}
+				return o.createBinding(ctx)
+			}),
+			hook("rbac-role", []string{"rbac-binding"}, o.createRole),
+			hook("crds", []string{"rbac-role"}, o.createCRD),
+			hook("cluster-information", []string{"crds"}, func(ctx context.Context) error {
+				if err := o.setClusterInformation(ctx, false); err != nil {
+					return err
+				}
+				f.noteNotReadyCreated()
+				d.tl.Record("calico-race", "fault", "injected", "ClusterInformation default created with datastoreReady=false")
+				select {
+				case <-time.After(time.Second):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				if err := o.setClusterInformation(ctx, true); err != nil {
+					return err
+				}
+				d.tl.Record("calico-race", "fault", "observed", "datastoreReady=true: the last prerequisite")
+				return nil
+			}),
+		}
+	}
+	crds := o.createCRD
+	if d.cfg.Fault == FaultAPIServerRestart {
+		crds = func(ctx context.Context) error {
+			if f.triggerRestart(d) {
+				// The first attempt runs while the apiserver is replaced.
+				if err := f.waitStopped(ctx); err != nil {
+					return err
+				}
+			}
+			return o.createCRD(ctx)
+		}
+	}
+	return []hooks.Hook{
+		hook("rbac", nil, func(ctx context.Context) error {
+			for _, step := range []func(context.Context) error{o.createServiceAccount, o.createBinding, o.createRole} {
+				if err := step(ctx); err != nil {
+					return err
+				}
+			}
+			return nil
+		}),
+		hook("crds", nil, crds),
+		hook("cluster-information", nil, func(ctx context.Context) error { return o.setClusterInformation(ctx, true) }),
+	}
+}
+
+// startCNI stands in for the CNI starting: it lists ClusterInformations as
+// calico-typha, which only works once its permission is effective.
+func (d *demo) startCNI(ctx context.Context, kube kubernetes.Interface) error {
+	exp := int64(600)
+	tr, err := kube.CoreV1().ServiceAccounts(cniNamespace).CreateToken(ctx, cniAccount,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("token for %s/%s: %w", cniNamespace, cniAccount, err)
+	}
+	cfg := rest.AnonymousClientConfig(d.api.Config())
+	cfg.BearerToken = tr.Status.Token
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	list, err := dyn.Resource(clusterInfo).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("calico-typha listing clusterinformations: %w", err)
+	}
+	for _, item := range list.Items {
+		if item.GetName() != "default" {
+			continue
+		}
+		ready, _, _ := unstructured.NestedBool(item.Object, "spec", "datastoreReady")
+		if !ready {
+			return errors.New("calico-typha found ClusterInformation default with datastoreReady=false")
+		}
+		d.tl.Record("hooks", "cni start", "ok", "calico-typha read ClusterInformation default: datastoreReady=true")
+		return nil
+	}
+	return errors.New("calico-typha found no ClusterInformation default")
+}
+
+// observe puts hook events on the timeline.
+func (d *demo) observe(e hooks.Event, f *faultState) {
+	detail := ""
+	switch e.Kind {
+	case hooks.EventAttemptFailed:
+		f.noteFailedAttempt()
+		detail = fmt.Sprintf("attempt %d: %v; retry in %s", e.Attempt, e.Err, e.Delay.Round(time.Millisecond))
+	case hooks.EventFailed, hooks.EventSkipped, hooks.EventCanceled:
+		detail = fmt.Sprint(e.Err)
+	case hooks.EventStarted:
+		detail = fmt.Sprintf("attempt %d", e.Attempt)
+	}
+	d.tl.Record("hooks", "hook "+e.Hook, e.Kind.String(), detail)
+}
+
+// faultState coordinates the apiserver-restart fault with the hooks.
+type faultState struct {
+	mu       sync.Mutex
+	wg       sync.WaitGroup
+	started  bool
+	stopped  chan struct{}
+	done     bool
+	failures int
+	restErr  error
+	notReady bool
+}
+
+// noteNotReadyCreated records that ClusterInformation default existed with
+// datastoreReady=false (the calico-race fault).
+func (f *faultState) noteNotReadyCreated() {
+	f.mu.Lock()
+	f.notReady = true
+	f.mu.Unlock()
+}
+
+func (f *faultState) sawNotReady() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.notReady
+}
+
+// triggerRestart starts restarting the apiserver, once; it reports whether
+// this call did.
+func (f *faultState) triggerRestart(d *demo) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.started {
+		return false
+	}
+	f.started = true
+	f.stopped = make(chan struct{})
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		d.tl.Record("node1", "fault", "injected", "kube-apiserver restarting while hooks run")
+		_ = d.api.Stop()
+		close(f.stopped)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		err := d.api.Start(ctx)
+		f.mu.Lock()
+		f.done, f.restErr = err == nil, err
+		f.mu.Unlock()
+		if err != nil {
+			d.tl.Record("node1", "fault", "failed", "kube-apiserver did not come back: "+err.Error())
+			return
+		}
+		d.tl.Record("node1", "fault", "observed", "kube-apiserver is back; waiting hooks resume through their gates")
+	}()
+	return true
+}
+
+func (f *faultState) waitStopped(ctx context.Context) error {
+	f.mu.Lock()
+	ch := f.stopped
+	f.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (f *faultState) noteFailedAttempt() {
+	f.mu.Lock()
+	f.failures++
+	f.mu.Unlock()
+}
+
+func (f *faultState) failedAttempts() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failures
+}
+
+func (f *faultState) restarted() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.done
+}
+
+func (f *faultState) err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.restErr != nil {
+		return errors.Join(errors.New("apiserver-restart fault"), f.restErr)
+	}
+	return nil
+}

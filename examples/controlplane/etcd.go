@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+
+	"github.com/kubeboot/kubeboot/etcdmember"
+	"github.com/kubeboot/kubeboot/internal/testenv"
+)
+
+const promoteMethod = "/etcdserverpb.Cluster/MemberPromote"
+
+// startEtcd starts node 1's etcd, the seed of the cluster.
+func (d *demo) startEtcd(ctx context.Context) error {
+	d.tl.Record("node1", "etcd start", "begin", "")
+	c, err := testenv.StartCluster(ctx, testenv.WithNames("node1"), testenv.WithDir(filepath.Join(d.dir, "etcd")))
+	if err != nil {
+		return err
+	}
+	d.etcd = c
+	d.client = c.Client()
+	d.tl.Record("node1", "etcd start", "ok", c.Member(0).ClientURL)
+	return nil
+}
+
+// joinMembers joins nodes 2..N one at a time through etcdmember.Join:
+// learner, started, caught up, promoted. With the promote-reply-lost fault,
+// node 2 joins through a proxy that loses its first MemberPromote reply.
+func (d *demo) joinMembers(ctx context.Context) error {
+	for i := 2; i <= d.cfg.Members; i++ {
+		node := fmt.Sprintf("node%d", i)
+		spec, err := d.etcd.NewMemberSpec(node)
+		if err != nil {
+			return err
+		}
+		client, fault, err := d.joinClient(i)
+		if err != nil {
+			return err
+		}
+		mgr, err := etcdmember.New(client, etcdmember.WithRPCTimeout(2*time.Second))
+		if err != nil {
+			return err
+		}
+		start := func(ctx context.Context, initialCluster string) error {
+			d.tl.Record(node, "etcd start", "begin", "initial-cluster "+initialCluster)
+			_, err := d.etcd.StartMember(ctx, spec, initialCluster)
+			return err
+		}
+		d.tl.Record(node, "etcd join", "begin", "learner "+spec.PeerURL)
+		res, err := mgr.Join(ctx, node, []string{spec.PeerURL}, etcdmember.JoinOptions{Cleanup: true}, start)
+		if fault != nil {
+			fault.close()
+		}
+		if err != nil {
+			d.tl.Record(node, "etcd join", "failed", err.Error())
+			return err
+		}
+		detail := fmt.Sprintf("voter %x after %d MemberPromote RPC(s)", res.Member.ID, res.Promote.Attempts)
+		if res.Promote.ConfirmedByList {
+			detail += ", confirmed from the member list"
+		}
+		d.tl.Record(node, "etcd join", "ok", detail)
+		if fault != nil && fault.dropped() && res.Promote.ConfirmedByList {
+			d.res.FaultObserved = true
+		}
+	}
+	return nil
+}
+
+// joinClient returns the client the joining node's manager uses: the shared
+// one, or for node 2 under the promote-reply-lost fault, a client whose only
+// endpoint is a proxy in front of node 1 that loses the first promote reply.
+func (d *demo) joinClient(i int) (*clientv3.Client, *promoteReplyLoss, error) {
+	if d.cfg.Fault != FaultPromoteReplyLost || i != 2 {
+		return d.client, nil, nil
+	}
+	proxy, err := testenv.NewProxy(d.etcd.Member(0).Endpoint())
+	if err != nil {
+		return nil, nil, err
+	}
+	f := &promoteReplyLoss{proxy: proxy, tl: d.tl}
+	client, err := d.etcd.NewClientConfig(clientv3.Config{
+		Endpoints:   []string{"http://" + proxy.Addr()},
+		DialOptions: []grpc.DialOption{grpc.WithUnaryInterceptor(f.intercept)},
+	})
+	if err != nil {
+		_ = proxy.Close()
+		return nil, nil, err
+	}
+	f.client = client
+	return client, f, nil
+}
+
+// promoteReplyLoss replays kubeadm #3317: the first MemberPromote reaches
+// etcd and is applied, and its reply is dropped on the way back.
+type promoteReplyLoss struct {
+	proxy  *testenv.Proxy
+	client *clientv3.Client
+	tl     *Timeline
+
+	mu   sync.Mutex
+	done bool
+}
+
+func (f *promoteReplyLoss) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	f.mu.Lock()
+	first := method == promoteMethod && !f.done
+	f.done = f.done || first
+	f.mu.Unlock()
+	if !first {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	f.proxy.DropReplies(true)
+	f.tl.Record("node2", "fault", "injected", "MemberPromote sent; its reply will be dropped by the proxy")
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	f.proxy.Pass()
+	f.proxy.ResetAll()
+	f.tl.Record("node2", "fault", "observed", fmt.Sprintf("MemberPromote reply lost: client saw %v", err))
+	return err
+}
+
+func (f *promoteReplyLoss) dropped() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.done
+}
+
+func (f *promoteReplyLoss) close() {
+	_ = f.client.Close()
+	_ = f.proxy.Close()
+}
