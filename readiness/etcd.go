@@ -259,6 +259,11 @@ func (e *etcdCheck) memberStatus(ctx context.Context) leaderResult {
 					answers[j] = answer{leader: resp.Leader}
 					return
 				}
+				if errors.Is(err, context.DeadlineExceeded) {
+					// The client waits for a connection until the
+					// deadline: a member that is down looks like this.
+					err = fmt.Errorf("no answer before the deadline: %w", err)
+				}
 				whys = append(whys, fmt.Sprintf("at %s: %v", u, classifyEtcd(err)))
 			}
 			answers[j].why = strings.Join(whys, ", ")
@@ -280,6 +285,7 @@ func (e *etcdCheck) memberStatus(ctx context.Context) leaderResult {
 			leader = a.leader
 		}
 	}
+	sort.Strings(res.unreachable)
 	need := len(voting)/2 + 1
 	if answered < need {
 		res.problems = append(res.problems, fmt.Sprintf("%d of %d voting members unreachable, quorum needs %d to answer: %s",

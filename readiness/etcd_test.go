@@ -1,0 +1,112 @@
+package readiness_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kubeboot/kubeboot/internal/testenv"
+	"github.com/kubeboot/kubeboot/readiness"
+)
+
+func TestEtcdHealthyLosesQuorum(t *testing.T) {
+	settle(t)
+	c := testenv.NewCluster(t, testenv.WithMembers(3))
+	ctx := testCtx(t)
+	check := readiness.EtcdHealthy(c.Client(), readiness.WithMemberQuorum())
+	attempt := readiness.WithAttemptTimeout(2 * time.Second)
+
+	require.NoError(t, readiness.Wait(ctx, check, attempt))
+
+	// Stop two of three members: the survivor has no quorum.
+	stopped := []*testenv.Member{c.Member(1), c.Member(2)}
+	var labels []string
+	for _, m := range stopped {
+		labels = append(labels, fmt.Sprintf("%s (%x)", m.Name, m.ID()))
+	}
+	for _, m := range stopped {
+		require.NoError(t, m.Stop())
+	}
+
+	short, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := readiness.Wait(short, check, attempt)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	t.Logf("without quorum: %v", err)
+	var ee *readiness.EtcdError
+	require.ErrorAs(t, err, &ee, "the last reason is an *EtcdError: %v", err)
+	require.Len(t, ee.Unreachable, 2, "%v", err)
+	for i, label := range labels {
+		want := label + " at " + stopped[i].ClientURL + ": no answer"
+		assert.True(t, slices.ContainsFunc(ee.Unreachable, func(u string) bool { return strings.HasPrefix(u, want) }),
+			"no %q in %q", want, ee.Unreachable)
+		assert.Contains(t, err.Error(), label)
+	}
+	assert.Contains(t, err.Error(), "2 of 3 voting members unreachable")
+	assert.Contains(t, err.Error(), `linearizable read of "health" failed`)
+
+	// Without the option the check still fails: no quorum read.
+	plain, cancelPlain := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelPlain()
+	err = readiness.EtcdHealthy(c.Client()).Check(plain)
+	require.ErrorAs(t, err, &ee)
+	assert.Contains(t, err.Error(), `linearizable read of "health" failed`)
+
+	for _, m := range stopped {
+		require.NoError(t, m.Restart(ctx))
+	}
+	require.NoError(t, readiness.Wait(ctx, check, attempt))
+}
+
+func TestEtcdHealthyAlarm(t *testing.T) {
+	settle(t)
+	c := testenv.NewCluster(t)
+	ctx := testCtx(t)
+	cli := c.Client()
+	check := readiness.EtcdHealthy(cli)
+	require.NoError(t, readiness.Wait(ctx, check))
+
+	id := c.Member(0).ID()
+	_, err := pb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(ctx, &pb.AlarmRequest{
+		Action: pb.AlarmRequest_ACTIVATE, MemberID: id, Alarm: pb.AlarmType_NOSPACE,
+	})
+	require.NoError(t, err)
+
+	err = check.Check(ctx)
+	var ee *readiness.EtcdError
+	require.ErrorAs(t, err, &ee)
+	want := fmt.Sprintf("NOSPACE on member %s (%x)", c.Member(0).Name, id)
+	assert.Equal(t, []string{want}, ee.Alarms)
+	assert.Contains(t, err.Error(), "active alarm(s): "+want)
+	t.Logf("with the alarm: %v", err)
+
+	// Wait says so too when it gives up.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	err = readiness.Wait(short, readiness.EtcdHealthy(cli, readiness.WithMemberQuorum()))
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.Error(), want)
+
+	_, err = cli.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: id, Alarm: pb.AlarmType_NOSPACE})
+	require.NoError(t, err)
+	require.NoError(t, readiness.Wait(ctx, check))
+}
+
+func TestEtcdHealthyBadInput(t *testing.T) {
+	ctx := testCtx(t)
+	require.ErrorIs(t, readiness.Wait(ctx, readiness.EtcdHealthy(nil)), readiness.ErrInvalid)
+	// A client that is never dialled: bad options fail before any RPC.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:1"}})
+	require.NoError(t, err)
+	defer cli.Close()
+	require.ErrorIs(t, readiness.Wait(ctx, readiness.EtcdHealthy(cli, readiness.WithHealthKey(""))), readiness.ErrInvalid)
+	require.ErrorIs(t, readiness.Wait(ctx, readiness.EtcdHealthy(cli, nil)), readiness.ErrInvalid)
+}

@@ -1,0 +1,342 @@
+package readiness_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/kubeboot/kubeboot/readiness"
+)
+
+// script is a check that returns scripted results in order and fails the
+// test if it is called more often than scripted.
+type script struct {
+	t       testing.TB
+	mu      sync.Mutex
+	results []error
+	calls   int
+}
+
+func (s *script) Check(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	if s.calls > len(s.results) {
+		s.t.Errorf("check called %d times, scripted only %d results", s.calls, len(s.results))
+		return readiness.Permanent(errors.New("script exhausted"))
+	}
+	return s.results[s.calls-1]
+}
+
+func (s *script) Calls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls
+}
+
+func constant(d time.Duration) readiness.Option {
+	return readiness.WithBackoff(func() backoff.BackOff { return backoff.NewConstantBackOff(d) })
+}
+
+func TestWaitStableWindowRidesOutFlap(t *testing.T) {
+	flap := errors.New("kube-apiserver pod replaced")
+	tests := []struct {
+		name      string
+		passes    int
+		window    time.Duration
+		results   []error
+		wantCalls int
+	}{
+		// Pass, flap, then three passes: Wait returns on the third.
+		{"3 passes", 3, 0, []error{nil, flap, nil, nil, nil}, 5},
+		{"3 passes spanning 2s", 3, 2 * time.Second, []error{nil, flap, nil, nil, nil}, 5},
+		{"flap inside the window restarts the count", 3, 2 * time.Second, []error{nil, nil, flap, nil, nil, nil}, 6},
+		{"1 pass spanning 2s needs a second pass", 1, 2 * time.Second, []error{flap, nil, nil}, 3},
+		{"default of one pass returns on the first", 1, 0, []error{flap, nil}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &script{t: t, results: tt.results}
+			clock := newFakeClock()
+			var attempts []readiness.Attempt
+			var passTimes []time.Time
+			err := readiness.Wait(testCtx(t), s,
+				readiness.WithStability(tt.passes, tt.window),
+				readiness.WithClock(clock),
+				constant(10*time.Millisecond),
+				readiness.WithObserver(func(a readiness.Attempt) {
+					attempts = append(attempts, a)
+					if a.Err == nil {
+						passTimes = append(passTimes, clock.Now())
+					} else {
+						passTimes = nil
+					}
+				}))
+			require.NoError(t, err)
+			require.Equal(t, tt.wantCalls, s.Calls(), "Wait must return exactly on the attempt that completes stability")
+			last := attempts[len(attempts)-1]
+			assert.True(t, last.Stable)
+			assert.Equal(t, tt.wantCalls, last.N)
+			assert.GreaterOrEqual(t, last.Passes, tt.passes)
+			for _, a := range attempts[:len(attempts)-1] {
+				assert.False(t, a.Stable, "attempt %d", a.N)
+			}
+			// The final run of passes spans the window (in fake time).
+			span := passTimes[len(passTimes)-1].Sub(passTimes[0])
+			assert.GreaterOrEqual(t, span, tt.window)
+		})
+	}
+}
+
+func TestWaitReturnsReasonOnTimeout(t *testing.T) {
+	var calls atomic.Int32
+	check := readiness.Named("component-x", readiness.CheckFunc(func(context.Context) error {
+		n := calls.Add(1)
+		return errf("listener not bound yet (probe %d)", n)
+	}))
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+
+	err := readiness.Wait(ctx, check, constant(10*time.Millisecond))
+
+	require.Error(t, err)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	var nr *readiness.NotReadyError
+	require.ErrorAs(t, err, &nr)
+	n := int(calls.Load())
+	require.GreaterOrEqual(t, n, 1)
+	assert.Equal(t, n, nr.Attempts)
+	assert.Equal(t, "component-x", nr.Check)
+	lastReason := errf("component-x: listener not bound yet (probe %d)", n).Error()
+	require.NotNil(t, nr.Last)
+	assert.Equal(t, lastReason, nr.Last.Error())
+	assert.Contains(t, err.Error(), lastReason)
+	assert.Contains(t, err.Error(), "still waiting for component-x")
+	assert.Zero(t, nr.Passes)
+}
+
+// pokeCheck is ready once ready is set, and signals a change whenever the
+// test sends on poke.
+type pokeCheck struct {
+	ready    atomic.Bool
+	poke     chan struct{}
+	watching chan struct{}
+	watchers atomic.Int32 // running Watch calls
+}
+
+func newPokeCheck() *pokeCheck {
+	return &pokeCheck{poke: make(chan struct{}), watching: make(chan struct{})}
+}
+
+func (p *pokeCheck) Check(context.Context) error {
+	if p.ready.Load() {
+		return nil
+	}
+	return errors.New("not yet")
+}
+
+func (p *pokeCheck) Watch(ctx context.Context, changed func()) error {
+	p.watchers.Add(1)
+	defer p.watchers.Add(-1)
+	close(p.watching)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.poke:
+			changed()
+		}
+	}
+}
+
+func TestWaitWakesEarlyOnNotify(t *testing.T) {
+	ctx := testCtx(t)
+	check := newPokeCheck()
+	opt, attempts := observer()
+	done := goWait(ctx, check, opt, constant(10*time.Minute))
+
+	first := awaitAttempt(t, attempts, done, "the first attempt fails", func(a readiness.Attempt) bool { return a.Err != nil })
+	assert.Equal(t, 10*time.Minute, first.Next)
+	<-check.watching
+	stillWaiting(t, done, "before the change")
+
+	check.ready.Store(true)
+	check.poke <- struct{}{}
+
+	require.NoError(t, awaitDone(t, done, "after the change signal"))
+	// Wait returned through the signal, not the ten-minute delay, and
+	// only after its watcher had returned.
+	second := awaitAttempt(t, attempts, nil, "the second attempt passes", func(a readiness.Attempt) bool { return true })
+	assert.Equal(t, 2, second.N)
+	assert.True(t, second.Stable)
+	assert.Zero(t, check.watchers.Load(), "Watch still running after Wait returned")
+}
+
+func TestWaitCancelDuringBackoffReturnsPromptly(t *testing.T) {
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	check := readiness.Named("slowpoke", readiness.CheckFunc(func(context.Context) error { return errors.New("not bound") }))
+	opt, attempts := observer()
+	done := goWait(ctx, check, opt, constant(10*time.Minute))
+	awaitAttempt(t, attempts, done, "the first attempt fails", func(a readiness.Attempt) bool { return a.Err != nil })
+	cancel()
+	err := awaitDone(t, done, "after cancel")
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Contains(t, err.Error(), "slowpoke: not bound")
+}
+
+func TestWaitAttemptTimeoutBoundsAHungProbe(t *testing.T) {
+	hung := readiness.Named("hung", readiness.CheckFunc(func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}))
+	err := readiness.Wait(testCtx(t), hung,
+		readiness.WithAttemptTimeout(20*time.Millisecond),
+		readiness.WithBackoff(func() backoff.BackOff { return backoff.WithMaxRetries(&backoff.ZeroBackOff{}, 1) }))
+	require.ErrorIs(t, err, readiness.ErrGaveUp)
+	var nr *readiness.NotReadyError
+	require.ErrorAs(t, err, &nr)
+	assert.Equal(t, 2, nr.Attempts)
+	assert.Contains(t, nr.Last.Error(), "no answer within the attempt timeout of 20ms")
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "the last reason is the attempt's deadline")
+}
+
+func TestWaitStopsAtOnceOnPermanentError(t *testing.T) {
+	boom := errors.New("manifest is missing")
+	s := &script{t: t, results: []error{readiness.Permanent(boom)}}
+	err := readiness.Wait(testCtx(t), s)
+	require.ErrorIs(t, err, boom)
+	var nr *readiness.NotReadyError
+	require.ErrorAs(t, err, &nr)
+	assert.Equal(t, 1, nr.Attempts)
+	assert.Equal(t, 1, s.Calls())
+}
+
+func TestWaitPassesResetTheBackoff(t *testing.T) {
+	// A policy that counts how often it is reset.
+	var resets atomic.Int32
+	policy := func() backoff.BackOff { return &countingBackoff{resets: &resets} }
+	flap := errors.New("flap")
+	s := &script{t: t, results: []error{flap, nil, flap, nil, nil}}
+	err := readiness.Wait(testCtx(t), s, readiness.WithBackoff(policy), readiness.WithStability(2, 0))
+	require.NoError(t, err)
+	require.Equal(t, 5, s.Calls())
+	// Reset once at the start and at each of the two runs of passes.
+	assert.Equal(t, int32(3), resets.Load())
+}
+
+type countingBackoff struct{ resets *atomic.Int32 }
+
+func (c *countingBackoff) Reset()                     { c.resets.Add(1) }
+func (c *countingBackoff) NextBackOff() time.Duration { return time.Millisecond }
+
+func TestGateIsReusableAndConcurrent(t *testing.T) {
+	var calls atomic.Int32
+	check := readiness.CheckFunc(func(context.Context) error {
+		if calls.Add(1) <= 8 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	gate := readiness.Gate(check, readiness.WithStability(2, 0), readiness.WithClock(newFakeClock()))
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() { errs[i] = gate(testCtx(t)) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		assert.NoError(t, err, "gate call %d", i)
+	}
+	// A gate whose options are bad fails every call with ErrInvalid.
+	bad := readiness.Gate(check, readiness.WithStability(0, 0))
+	require.ErrorIs(t, bad(testCtx(t)), readiness.ErrInvalid)
+}
+
+func TestAllListsEveryFailure(t *testing.T) {
+	ok := readiness.Named("ok", readiness.CheckFunc(func(context.Context) error { return nil }))
+	etcd := readiness.Named("etcd", readiness.CheckFunc(func(context.Context) error { return errors.New("no leader") }))
+	api := readiness.Named("kube-apiserver", readiness.CheckFunc(func(context.Context) error { return errors.New("[-]etcd") }))
+	ctx := testCtx(t)
+
+	err := readiness.All(ok, etcd, api).Check(ctx)
+	require.EqualError(t, err, "2 of 3 checks not ready: etcd: no leader; kube-apiserver: [-]etcd")
+	require.NoError(t, readiness.All(ok, ok).Check(ctx))
+	require.NoError(t, readiness.All().Check(ctx))
+
+	require.NoError(t, readiness.Any(etcd, ok).Check(ctx))
+	require.EqualError(t, readiness.Any(etcd, api).Check(ctx), "none of 2 checks ready: etcd: no leader; kube-apiserver: [-]etcd")
+
+	// Permanence: All is permanent if any part is, Any only if all are.
+	perm := readiness.CheckFunc(func(context.Context) error { return readiness.Permanent(errors.New("bad manifest")) })
+	var pe *backoff.PermanentError
+	err = readiness.All(etcd, perm).Check(ctx)
+	require.ErrorAs(t, err, &pe)
+	assert.EqualError(t, err, "2 of 2 checks not ready: etcd: no leader; bad manifest")
+	assert.False(t, errors.As(readiness.Any(etcd, perm).Check(ctx), &pe), "Any with a transient failure must stay retryable")
+	require.ErrorAs(t, readiness.Any(perm, perm).Check(ctx), &pe)
+
+	// Under Wait, a permanent part stops All at once with every reason.
+	err = readiness.Wait(ctx, readiness.All(etcd, perm))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "etcd: no leader; bad manifest")
+}
+
+func TestCompositesForwardWatch(t *testing.T) {
+	inner := newPokeCheck()
+	check := readiness.Named("wrapped", readiness.All(readiness.CheckFunc(func(context.Context) error { return nil }), inner))
+	ctx := testCtx(t)
+	opt, attempts := observer()
+	done := goWait(ctx, check, opt, constant(10*time.Minute))
+	awaitAttempt(t, attempts, done, "the first attempt fails", func(a readiness.Attempt) bool {
+		return a.Err != nil && strings.Contains(a.Err.Error(), "wrapped: 1 of 2 checks not ready: not yet")
+	})
+	<-inner.watching
+	inner.ready.Store(true)
+	inner.poke <- struct{}{}
+	require.NoError(t, awaitDone(t, done, "after the change signal"))
+	assert.Zero(t, inner.watchers.Load())
+}
+
+func TestBadInputIsAnErrorNotAPanic(t *testing.T) {
+	ok := readiness.CheckFunc(func(context.Context) error { return nil })
+	var nilCtx context.Context
+	tests := []struct {
+		name string
+		err  func() error
+	}{
+		{"nil context", func() error { return readiness.Wait(nilCtx, ok) }},
+		{"nil check", func() error { return readiness.Wait(testCtx(t), nil) }},
+		{"nil CheckFunc", func() error { return readiness.Wait(testCtx(t), readiness.CheckFunc(nil)) }},
+		{"nil option", func() error { return readiness.Wait(testCtx(t), ok, nil) }},
+		{"zero passes", func() error { return readiness.Wait(testCtx(t), ok, readiness.WithStability(0, 0)) }},
+		{"negative window", func() error { return readiness.Wait(testCtx(t), ok, readiness.WithStability(1, -time.Second)) }},
+		{"zero attempt timeout", func() error { return readiness.Wait(testCtx(t), ok, readiness.WithAttemptTimeout(0)) }},
+		{"nil backoff", func() error { return readiness.Wait(testCtx(t), ok, readiness.WithBackoff(nil)) }},
+		{"backoff factory returns nil", func() error {
+			return readiness.Wait(testCtx(t), ok, readiness.WithBackoff(func() backoff.BackOff { return nil }))
+		}},
+		{"nil observer", func() error { return readiness.Wait(testCtx(t), ok, readiness.WithObserver(nil)) }},
+		{"nil clock", func() error { return readiness.Wait(testCtx(t), ok, readiness.WithClock(nil)) }},
+		{"Named empty", func() error { return readiness.Wait(testCtx(t), readiness.Named("", ok)) }},
+		{"Named nil", func() error { return readiness.Wait(testCtx(t), readiness.Named("x", nil)) }},
+		{"All with nil", func() error { return readiness.Wait(testCtx(t), readiness.All(ok, nil)) }},
+		{"Any empty", func() error { return readiness.Wait(testCtx(t), readiness.Any()) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.err()
+			require.ErrorIs(t, err, readiness.ErrInvalid)
+			var pe *backoff.PermanentError
+			assert.False(t, errors.As(err, &pe), "the permanent mark must not leak out of Wait: %v", err)
+		})
+	}
+}
