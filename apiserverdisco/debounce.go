@@ -12,11 +12,14 @@ import (
 //   - sets are sorted and de-duplicated before anything else;
 //   - until a non-empty set has been delivered, an empty set means "not yet
 //     set" and is ignored; the first non-empty set is delivered at once;
-//   - afterwards a different set is delivered once it has stayed unchanged
-//     for the debounce, or at the latest maxDelayFactor debounces after the
-//     delivered set was first left;
-//   - a set that returns to the delivered one cancels the pending delivery
-//     (a flap yields nothing, or one delivery);
+//   - a set that only adds addresses to the delivered one is delivered at
+//     once: a new apiserver is usable without delay, and more endpoints
+//     never hurt;
+//   - any other different set (one that drops an address) is delivered once
+//     it has stayed unchanged for the debounce, or at the latest
+//     maxDelayFactor debounces after the delivered set was first left;
+//   - a set that returns to the delivered one cancels the pending delivery,
+//     so an apiserver that flaps yields one delivery or none;
 //   - an empty set must also have stayed empty for the hold-down.
 type debouncer struct {
 	debounce, holdDown time.Duration
@@ -60,6 +63,9 @@ func (d *debouncer) tick(now time.Time) decision {
 	if !d.delivered || slices.Equal(d.want, d.cur) {
 		return decision{}
 	}
+	if isSuperset(d.want, d.cur) {
+		return d.deliver()
+	}
 	due := d.wantSince.Add(d.debounce)
 	if limit := d.firstChange.Add(maxDelayFactor * d.debounce); limit.Before(due) {
 		due = limit
@@ -89,4 +95,20 @@ func normalizeSet(addrs []string) []string {
 		out = []string{}
 	}
 	return out
+}
+
+// isSuperset reports whether sorted set a contains every element of sorted
+// set b.
+func isSuperset(a, b []string) bool {
+	i := 0
+	for _, x := range b {
+		for i < len(a) && a[i] < x {
+			i++
+		}
+		if i == len(a) || a[i] != x {
+			return false
+		}
+		i++
+	}
+	return true
 }

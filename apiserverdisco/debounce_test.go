@@ -31,31 +31,47 @@ func TestDebouncer(t *testing.T) {
 			{at: 0, set: []string{}, noWake: true},
 			{at: 10 * time.Millisecond, set: []string{B, A, B}, deliver: []string{A, B}, noWake: true},
 		}},
-		{name: "a change waits for the debounce", debounce: D, steps: []step{
+		{name: "an added address is delivered at once", debounce: D, steps: []step{
 			{at: 0, set: []string{A}, deliver: []string{A}, noWake: true},
-			{at: 10 * time.Millisecond, set: []string{A, B}, wake: 110 * time.Millisecond},
+			{at: 10 * time.Millisecond, set: []string{A, B}, deliver: []string{A, B}, noWake: true},
+			{at: 20 * time.Millisecond, set: []string{C, A, B}, deliver: []string{A, B, C}, noWake: true},
+		}},
+		{name: "a removed address waits for the debounce", debounce: D, steps: []step{
+			{at: 0, set: []string{A, B}, deliver: []string{A, B}, noWake: true},
+			{at: 10 * time.Millisecond, set: []string{A}, wake: 110 * time.Millisecond},
 			{at: 109 * time.Millisecond, tick: true, wake: 110 * time.Millisecond},
-			{at: 110 * time.Millisecond, tick: true, deliver: []string{A, B}, noWake: true},
+			{at: 110 * time.Millisecond, tick: true, deliver: []string{A}, noWake: true},
 		}},
-		{name: "publish, unpublish, publish within the window: one delivery", debounce: D, steps: []step{
+		{name: "a replaced address waits for the debounce", debounce: D, steps: []step{
+			{at: 0, set: []string{A}, deliver: []string{A}},
+			{at: 10 * time.Millisecond, set: []string{B}, wake: 110 * time.Millisecond},
+			{at: 110 * time.Millisecond, tick: true, deliver: []string{B}, noWake: true},
+		}},
+		{name: "publish, unpublish, publish: one delivery", debounce: D, steps: []step{
 			{at: 0, set: []string{A}, deliver: []string{A}, noWake: true},
-			{at: 10 * time.Millisecond, set: []string{A, B}, wake: 110 * time.Millisecond},
-			{at: 20 * time.Millisecond, set: []string{A}, noWake: true},
-			{at: 30 * time.Millisecond, set: []string{B, A}, wake: 130 * time.Millisecond},
-			{at: 130 * time.Millisecond, tick: true, deliver: []string{A, B}, noWake: true},
+			{at: 10 * time.Millisecond, set: []string{A, B}, deliver: []string{A, B}, noWake: true},
+			{at: 20 * time.Millisecond, set: []string{A}, wake: 120 * time.Millisecond},
+			{at: 30 * time.Millisecond, set: []string{B, A}, noWake: true},
+			{at: 500 * time.Millisecond, tick: true, noWake: true},
 		}},
-		{name: "a flap back to the delivered set delivers nothing", debounce: D, steps: []step{
+		{name: "unpublish, publish: no delivery", debounce: D, steps: []step{
 			{at: 0, set: []string{A, B}, deliver: []string{A, B}},
 			{at: 10 * time.Millisecond, set: []string{A}, wake: 110 * time.Millisecond},
 			{at: 20 * time.Millisecond, set: []string{A, B}, noWake: true},
 			{at: 500 * time.Millisecond, tick: true, noWake: true},
+		}},
+		{name: "an addition while a removal is pending is debounced with it", debounce: D, steps: []step{
+			{at: 0, set: []string{A, B}, deliver: []string{A, B}},
+			{at: 10 * time.Millisecond, set: []string{A}, wake: 110 * time.Millisecond},
+			{at: 20 * time.Millisecond, set: []string{A, C}, wake: 120 * time.Millisecond},
+			{at: 120 * time.Millisecond, tick: true, deliver: []string{A, C}},
 		}},
 		{name: "the same set again is not a change", debounce: D, steps: []step{
 			{at: 0, set: []string{A}, deliver: []string{A}},
 			{at: 10 * time.Millisecond, set: []string{A, A}, noWake: true},
 		}},
 		{name: "a set that keeps changing is delivered after five debounces", debounce: D, steps: []step{
-			{at: 0, set: []string{A}, deliver: []string{A}},
+			{at: 0, set: []string{A, B, C}, deliver: []string{A, B, C}},
 			{at: 0, set: []string{B}, wake: 100 * time.Millisecond},
 			{at: 90 * time.Millisecond, set: []string{C}, wake: 190 * time.Millisecond},
 			{at: 180 * time.Millisecond, set: []string{B}, wake: 280 * time.Millisecond},
@@ -81,6 +97,8 @@ func TestDebouncer(t *testing.T) {
 			{at: 0, set: []string{A, B}, deliver: []string{A, B}},
 			{at: 0, set: []string{A}, wake: 100 * time.Millisecond},
 			{at: 100 * time.Millisecond, tick: true, deliver: []string{A}},
+			{at: 100 * time.Millisecond, set: []string{}, wake: time.Minute + 100*time.Millisecond},
+			{at: time.Minute, set: []string{A, B}, deliver: []string{A, B}, noWake: true},
 		}},
 		{name: "zero debounce delivers every change at once", debounce: 0, steps: []step{
 			{at: 0, set: []string{A}, deliver: []string{A}},
@@ -114,5 +132,24 @@ func TestDebouncer(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestIsSuperset(t *testing.T) {
+	for _, tc := range []struct {
+		a, b []string
+		want bool
+	}{
+		{nil, nil, true},
+		{[]string{"a"}, nil, true},
+		{nil, []string{"a"}, false},
+		{[]string{"a", "b", "c"}, []string{"a", "c"}, true},
+		{[]string{"a", "c"}, []string{"a", "b"}, false},
+		{[]string{"b", "c"}, []string{"a"}, false},
+		{[]string{"a"}, []string{"a", "b"}, false},
+	} {
+		if got := isSuperset(tc.a, tc.b); got != tc.want {
+			t.Errorf("isSuperset(%q, %q) = %v", tc.a, tc.b, got)
+		}
 	}
 }

@@ -29,9 +29,9 @@
 //     failure, a restart or a re-list; an empty set is delivered only when
 //     the keys were seen to go away, and optionally only after a hold-down
 //     (WithEmptyHoldDown).
-//   - Changes are debounced (WithDebounce), so a flapping apiserver yields
-//     one update; sets are sorted, de-duplicated and delivered only when
-//     they changed.
+//   - Removals are debounced (WithDebounce), so a flapping apiserver yields
+//     one update; additions are delivered at once. Sets are sorted,
+//     de-duplicated and delivered only when they changed.
 //   - Garbage in etcd (bad JSON, bad addresses) is skipped and reported by
 //     key (WithErrorHandler, and the logger); it never crashes the watcher
 //     nor erases the good addresses.

@@ -19,8 +19,8 @@ const (
 	// DefaultTTL is the lease TTL of a published address: a server that
 	// stops refreshing it drops out within this time.
 	DefaultTTL = 15 * time.Second
-	// DefaultDebounce is how long a Watcher waits for a changed set to
-	// stay unchanged before delivering it.
+	// DefaultDebounce is how long a Watcher waits for a set that dropped an
+	// address to stay unchanged before delivering it.
 	DefaultDebounce = 300 * time.Millisecond
 	// DefaultRequestTimeout bounds each single etcd request (list, grant,
 	// put, delete) and the cleanup in Close.
@@ -136,11 +136,13 @@ func WithTTL(ttl time.Duration) Option {
 	}
 }
 
-// WithDebounce sets how long a changed set must stay unchanged before the
-// Watcher delivers it (default DefaultDebounce). A set that keeps changing
-// is delivered at the latest five debounce periods after its first change.
-// The first set a Watcher learns is delivered at once. Zero delivers every
-// change at once; negative is an error. NewWatcher only.
+// WithDebounce sets how long a set that drops an address must stay
+// unchanged before the Watcher delivers it (default DefaultDebounce); if it
+// keeps changing, it is delivered at the latest five debounce periods after
+// the first change. Sets that only add addresses, and the first set a
+// Watcher learns, are delivered at once. So an apiserver that flaps yields
+// one delivery (or none), and a new one is used without delay. Zero
+// delivers every change at once; negative is an error. NewWatcher only.
 func WithDebounce(d time.Duration) Option {
 	return func(o *options) error {
 		o.only(forWatch, "WithDebounce")

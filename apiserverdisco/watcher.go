@@ -23,7 +23,8 @@ type Snapshot struct {
 }
 
 // Watcher follows the live set of apiserver addresses from one Source and
-// delivers it: sorted, de-duplicated, debounced, and only when it changed.
+// delivers it: sorted, de-duplicated, only when it changed, additions at
+// once and removals debounced (WithDebounce).
 // It never replaces a non-empty set with an empty one because of a failure,
 // a restart or a re-list; an empty set is delivered only when the keys
 // were seen to go away (and, with WithEmptyHoldDown, stayed away).
