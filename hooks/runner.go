@@ -19,8 +19,9 @@ import (
 // not.
 //
 // Use New, or the zero Runner, which has the default options. A Runner is
-// goroutine-safe: Check, Report and Plan may be called at any time from any
-// goroutine, including from hooks and from the observer.
+// goroutine-safe: Add, Check, Report and Plan may be called at any time
+// from any goroutine, including from hooks and from the observer (Add then
+// fails with ErrStarted).
 type Runner struct {
 	opts options
 
@@ -193,7 +194,7 @@ func (r *Runner) conclude(ctx context.Context) error {
 	for _, h := range rep.Hooks {
 		if h.State != Succeeded {
 			err := &RunError{Cause: cause, Report: rep}
-			r.log.Info("hook run did not succeed", "err", err.Error())
+			r.log.Info("hook run did not succeed", "err", err)
 			return err
 		}
 	}

@@ -74,7 +74,7 @@ func (r *Runner) retrying(i, attempt int, err error, delay time.Duration) {
 	evs = r.eventLocked(evs, Event{Hook: r.hooks[i].Name, Kind: EventAttemptFailed, Attempt: attempt, Delay: delay, Err: err})
 	r.mu.Unlock()
 	r.emit(evs)
-	r.log.Info("hook attempt failed; retrying", "hook", r.hooks[i].Name, "attempt", attempt, "retryIn", delay, "err", err.Error())
+	r.log.Info("hook attempt failed; retrying", "hook", r.hooks[i].Name, "attempt", attempt, "retryIn", delay, "err", err)
 }
 
 // spent adds the time since t0 to the gate-wait or running total of hook i.
@@ -124,11 +124,13 @@ func (r *Runner) settle(ctx context.Context, i, attempt int, err error) {
 
 	switch {
 	case final == nil:
-		r.log.V(1).Info("hook succeeded", "hook", h.Name, "attempts", attempt)
+		if log := r.log.V(1); log.Enabled() {
+			log.Info("hook succeeded", "hook", h.Name, "attempts", attempt)
+		}
 	case final.State == Failed:
 		r.log.Error(final, "hook failed", "hook", h.Name, "attempts", attempt, "onFailure", policyName(h.OnFailure))
 	default:
-		r.log.Info("hook canceled", "hook", h.Name, "err", final.Error())
+		r.log.Info("hook canceled", "hook", h.Name, "err", final)
 	}
 }
 
