@@ -37,7 +37,12 @@
 //		hooks.Hook{Name: "metrics", After: []string{"cni"}, Run: deployMetrics, OnFailure: hooks.Continue},
 //	)
 //	...
-//	http.Handle("/readyz/hooks", ...r.Check...) // fails until every hook has succeeded
+//	// Not ready until every hook has succeeded:
+//	mux.HandleFunc("/readyz/hooks", func(w http.ResponseWriter, req *http.Request) {
+//		if err := r.Check(req.Context()); err != nil {
+//			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+//		}
+//	})
 //	if err := r.Run(ctx); err != nil {
 //		var re *hooks.RunError
 //		errors.As(err, &re) // re.Report: every hook's state, attempts, timings; the critical path
