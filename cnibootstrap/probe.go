@@ -10,8 +10,8 @@ import (
 )
 
 // probeRun runs one requirement's probe (a SubjectAccessReview or a
-// discovery lookup) for one Wait: at once (or, with afterCRD, when first
-// triggered), again on every trigger, and, while the answer is no, on the
+// discovery lookup) for one Wait: when first triggered (once its CRD is
+// established, or its RBAC watches have started), again on every trigger, and, while the answer is no, on the
 // backoff floor, which a trigger resets so that the re-runs after a change
 // come quickly. A yes is re-checked on triggers only: what could take it
 // back (an RBAC change, a CRD change) is watched.
@@ -44,7 +44,7 @@ func (p *probeRun) trigger(crd *unstructured.Unstructured) {
 func (p *probeRun) run(ctx context.Context, e *env, out chan<- any) {
 	b := e.newBackoff()
 	var crd *unstructured.Unstructured
-	if p.spec.afterCRD != "" {
+	if p.spec.onRBAC || p.spec.afterCRD != "" {
 		select {
 		case <-ctx.Done():
 			return

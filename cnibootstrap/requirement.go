@@ -58,7 +58,9 @@ type probeSpec struct {
 	// run makes the request once. crd is the CRD named by afterCRD, as last
 	// seen established, or nil.
 	run func(ctx context.Context, c Clients, crd *unstructured.Unstructured) probeResult
-	// onRBAC: RBAC changes re-run the probe.
+	// onRBAC: the probe first runs once the requirement's RBAC watches
+	// have all started (or failed), so that no change slips between its
+	// first answer and their first list; RBAC changes re-run it.
 	onRBAC bool
 	// afterCRD: the probe first runs when this CRD is established, and
 	// again whenever it changes while established.

@@ -18,11 +18,12 @@ type Waiter struct {
 	reqs    []Requirement
 	opts    options
 
-	objects    []objKey            // every object to follow, once each
-	scopes     []rbacScope         // every RBAC kind to watch, once each
-	probes     map[int]*probeSpec  // by requirement index
-	rbacProbes map[rbacScope][]int // which probes an RBAC change re-runs
-	crdProbes  map[string][]int    // which probes a CRD change re-runs
+	objects     []objKey            // every object to follow, once each
+	scopes      []rbacScope         // every RBAC kind to watch, once each
+	probes      map[int]*probeSpec  // by requirement index
+	rbacProbes  map[rbacScope][]int // which probes an RBAC change re-runs
+	probeScopes map[int][]rbacScope // the RBAC watches that start a probe
+	crdProbes   map[string][]int    // which probes a CRD change re-runs
 }
 
 // New checks the clients, the requirements and the options, and returns a
@@ -38,7 +39,7 @@ func New(c Clients, reqs []Requirement, opts ...Option) (*Waiter, error) {
 	}
 	w := &Waiter{
 		clients: c, reqs: slices.Clone(reqs), probes: map[int]*probeSpec{},
-		rbacProbes: map[rbacScope][]int{}, crdProbes: map[string][]int{},
+		rbacProbes: map[rbacScope][]int{}, probeScopes: map[int][]rbacScope{}, crdProbes: map[string][]int{},
 		opts: options{newBackoff: defaultBackoff},
 	}
 	for i, o := range opts {
@@ -79,6 +80,7 @@ func New(c Clients, reqs []Requirement, opts ...Option) (*Waiter, error) {
 			}
 			if n.probe != nil && n.probe.onRBAC {
 				w.rbacProbes[s] = append(w.rbacProbes[s], i)
+				w.probeScopes[i] = append(w.probeScopes[i], s)
 			}
 		}
 	}
@@ -174,9 +176,12 @@ func (w *Waiter) apply(v *view, m any, probes map[int]*probeRun) error {
 			}
 		}
 	case rbacUpdate:
+		_, seen := v.rbac[m.scope]
 		v.rbac[m.scope] = m.err
-		if m.changed {
-			for _, i := range w.rbacProbes[m.scope] {
+		for _, i := range w.rbacProbes[m.scope] {
+			// The first report of the last of a probe's scopes starts it.
+			first := !seen && !slices.ContainsFunc(w.probeScopes[i], func(s rbacScope) bool { _, ok := v.rbac[s]; return !ok })
+			if m.changed || first {
 				probes[i].trigger(nil)
 				v.markStale(i)
 			}
