@@ -55,10 +55,13 @@ type HookError struct {
 	Err   error
 }
 
+// Error says the hook, what became of it and why:
+// `hook "cni" skipped: dependency "crds" failed`.
 func (e *HookError) Error() string {
 	return fmt.Sprintf("hook %q %s: %v", e.Hook, e.State, e.Err)
 }
 
+// Unwrap returns Err.
 func (e *HookError) Unwrap() error { return e.Err }
 
 // RunError is Run's error when the run did not succeed as a whole: at least
@@ -76,6 +79,9 @@ type RunError struct {
 	Report Report
 }
 
+// Error counts the hooks that did not succeed, says why the run stopped
+// early (if it did), and lists each such hook with its error, in the
+// order the hooks were added.
 func (e *RunError) Error() string {
 	var b strings.Builder
 	bad := e.unsuccessful()

@@ -39,6 +39,7 @@ var eventKindNames = [...]string{
 	EventCanceled:      "canceled",
 }
 
+// String returns the kind in kebab case, "attempt-failed" for example.
 func (k EventKind) String() string {
 	if k > 0 && int(k) < len(eventKindNames) {
 		return eventKindNames[k]
@@ -56,6 +57,8 @@ type Event struct {
 	Err     error         // EventAttemptFailed: the attempt's error; EventFailed, EventSkipped, EventCanceled: the *HookError
 }
 
+// String renders the event on one line, without its time:
+// "crds attempt-failed attempt=1 retry-in=2s: attempt 1: connection refused".
 func (e Event) String() string {
 	s := fmt.Sprintf("%s %s", e.Hook, e.Kind)
 	if e.Attempt > 0 {

@@ -40,6 +40,7 @@ var stateNames = [...]string{
 	Canceled:  "canceled",
 }
 
+// String returns the state in lower case, "succeeded" for example.
 func (s State) String() string {
 	if s >= 0 && int(s) < len(stateNames) {
 		return stateNames[s]
