@@ -77,21 +77,16 @@ type NotReadyError struct {
 
 func (e *NotReadyError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "readiness: still waiting for %s after %d attempt", e.Check, e.Attempts)
+	fmt.Fprintf(&b, "readiness: waiting for %s: %v after %d attempt", e.Check, e.Err, e.Attempts)
 	if e.Attempts != 1 {
 		b.WriteByte('s')
 	}
 	fmt.Fprintf(&b, " in %s", e.Elapsed.Round(time.Millisecond))
-	switch {
-	case e.Passes > 0 && e.Last != nil:
-		fmt.Fprintf(&b, ": passing %d time(s) in a row but not yet stable (last failure: %v)", e.Passes, e.Last)
-	case e.Passes > 0:
-		fmt.Fprintf(&b, ": passing %d time(s) in a row but not yet stable", e.Passes)
-	case e.Last != nil && e.Last != e.Err:
-		fmt.Fprintf(&b, ": %v", e.Last)
+	if e.Passes > 0 {
+		fmt.Fprintf(&b, "; passing %d time(s) in a row but not yet stable", e.Passes)
 	}
-	if e.Err != nil {
-		fmt.Fprintf(&b, ": %v", e.Err)
+	if e.Last != nil && e.Last != e.Err {
+		fmt.Fprintf(&b, "; last not-ready reason: %v", e.Last)
 	}
 	return b.String()
 }

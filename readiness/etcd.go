@@ -218,7 +218,7 @@ func (e *etcdCheck) endpointStatus(ctx context.Context) leaderResult {
 	if answered == 0 {
 		return leaderResult{problems: []string{"no endpoint answered Status: " + strings.Join(failures, ", ")}}
 	}
-	return leaderResult{problems: []string{fmt.Sprintf("no leader (per %d of %d endpoints)", answered, len(eps))}}
+	return leaderResult{problems: []string{fmt.Sprintf("no leader known to the %d of %d endpoint(s) that answered", answered, len(eps))}}
 }
 
 // memberStatus lists the members and asks every voting member for its
@@ -292,7 +292,7 @@ func (e *etcdCheck) memberStatus(ctx context.Context) leaderResult {
 			len(voting)-answered, len(voting), need, strings.Join(res.unreachable, "; ")))
 	}
 	if answered > 0 && leader == 0 {
-		res.problems = append([]string{fmt.Sprintf("no leader (per %d answering members)", answered)}, res.problems...)
+		res.problems = append([]string{fmt.Sprintf("no leader known to the %d voting member(s) that answered", answered)}, res.problems...)
 	}
 	return res
 }

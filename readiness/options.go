@@ -105,8 +105,9 @@ func WithStability(passes int, window time.Duration) Option {
 
 // WithAttemptTimeout bounds each attempt (default DefaultAttemptTimeout):
 // the check's context ends after d, so a hung probe does not hold Wait up
-// for longer, and the attempt's failure says "no answer within d". d must
-// be positive.
+// for longer (provided the check honours its context, as the built-ins
+// do), and the attempt's failure ends "(attempt cut off by its d
+// timeout)". d must be positive.
 func WithAttemptTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {

@@ -195,7 +195,7 @@ func (w *waiter) attempt(ctx context.Context) error {
 	defer cancel()
 	err := w.check.Check(actx)
 	if err != nil && ctx.Err() == nil && actx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("no answer within the attempt timeout of %s: %w", w.o.timeout, err)
+		return fmt.Errorf("%w (attempt cut off by its %s timeout)", err, w.o.timeout)
 	}
 	return err
 }

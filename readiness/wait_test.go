@@ -119,7 +119,7 @@ func TestWaitReturnsReasonOnTimeout(t *testing.T) {
 	require.NotNil(t, nr.Last)
 	assert.Equal(t, lastReason, nr.Last.Error())
 	assert.Contains(t, err.Error(), lastReason)
-	assert.Contains(t, err.Error(), "still waiting for component-x")
+	assert.Contains(t, err.Error(), "waiting for component-x: context deadline exceeded after")
 	assert.Zero(t, nr.Passes)
 }
 
@@ -205,7 +205,7 @@ func TestWaitAttemptTimeoutBoundsAHungProbe(t *testing.T) {
 	var nr *readiness.NotReadyError
 	require.ErrorAs(t, err, &nr)
 	assert.Equal(t, 2, nr.Attempts)
-	assert.Contains(t, nr.Last.Error(), "no answer within the attempt timeout of 20ms")
+	assert.Contains(t, nr.Last.Error(), "hung: context deadline exceeded (attempt cut off by its 20ms timeout)")
 	assert.ErrorIs(t, err, context.DeadlineExceeded, "the last reason is the attempt's deadline")
 }
 
