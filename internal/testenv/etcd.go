@@ -394,6 +394,7 @@ func (c *Cluster) Close() error {
 		_ = cl.Close()
 	}
 	c.stopMembers()
+	awaitPeerConnsClosed(7 * time.Second)
 	c.cleanupDir()
 	return nil
 }

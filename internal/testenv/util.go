@@ -3,7 +3,9 @@ package testenv
 import (
 	"bytes"
 	"os"
+	"runtime"
 	"strings"
+	"time"
 )
 
 // Verbose reports whether KUBEBOOT_TEST_VERBOSE=1 asks for server logs on
@@ -26,4 +28,25 @@ func tailFile(path string, n int) string {
 		sb.WriteByte('\n')
 	}
 	return sb.String()
+}
+
+// awaitPeerConnsClosed waits, at most d, until no goroutine is stuck in
+// net/http's abortPendingRead. A stopped embedded etcd can leave a peer
+// (rafthttp) connection whose server side waits there until the
+// connection's 5 s read deadline passes; the goroutines end by themselves,
+// but later than goleak looks. Waiting here keeps goleak strict.
+func awaitPeerConnsClosed(d time.Duration) {
+	deadline := time.Now().Add(d)
+	buf := make([]byte, 1<<20)
+	for time.Now().Before(deadline) {
+		n := runtime.Stack(buf, true)
+		if n == len(buf) {
+			buf = make([]byte, 2*len(buf))
+			continue
+		}
+		if !bytes.Contains(buf[:n], []byte("net/http.(*connReader).abortPendingRead")) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
