@@ -287,3 +287,5 @@ func leaderURL(t testing.TB, c *testenv.Cluster) string {
 	})
 	return url
 }
+
+func hexID(id uint64) string { return fmt.Sprintf("%x", id) }

@@ -31,7 +31,8 @@ type Progress struct {
 	// could not be read.
 	LearnerApplied uint64
 	// LeaderID and LeaderApplied are the leader's member ID and raft
-	// applied index, zero when they could not be read.
+	// applied index, zero when they could not be read (or were not: while
+	// a learner has not started, Promote reads only the member list).
 	LeaderID      uint64
 	LeaderApplied uint64
 	// NoProgressFor is how long LearnerApplied has not advanced (or the

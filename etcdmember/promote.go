@@ -164,17 +164,30 @@ func (m *Manager) Promote(ctx context.Context, id uint64) (PromoteResult, error)
 }
 
 // observe reads the learner's progress, reports it, resets b when the
-// learner advanced, and returns a *StalledError when it stalled.
+// learner advanced (or has just started), and returns a *StalledError when
+// it stalled. For a learner that has not started, the member list says all
+// there is: no status is read until it has, or until it stalls (then the
+// leader's index goes into the error).
 func (m *Manager) observe(ctx context.Context, members []Member, learner Member, clock *stallClock, b backoff.BackOff, res *PromoteResult) (Progress, error) {
-	p := m.progress(ctx, members, learner)
-	if clock.observe(&p, time.Now()) {
+	var p Progress
+	if learner.Started() {
+		p = m.progress(ctx, members, learner)
+	} else {
+		p = Progress{ID: learner.ID, Name: learner.Name}
+	}
+	if clock.observe(&p, time.Now()) || (p.Started && !res.Progress.Started) {
 		b.Reset()
 	}
 	res.Progress = p
-	m.report(p)
 	if stalled(p, m.opt.stallTimeout) {
+		if !p.Started {
+			p.setLeader(m.leaderStatus(ctx, members, 0))
+			res.Progress = p
+		}
+		m.report(p)
 		return p, &StalledError{Progress: p, Timeout: m.opt.stallTimeout}
 	}
+	m.report(p)
 	return p, nil
 }
 

@@ -1,0 +1,114 @@
+package etcdmember_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kubeboot/kubeboot/etcdmember"
+	"github.com/kubeboot/kubeboot/internal/testenv"
+)
+
+// TestRemoveRefusesQuorumLoss: 3 voters, one stopped. Removing a healthy
+// one is ErrWouldLoseQuorum before any MemberRemove; forced, the request
+// goes out (a default etcd refuses it too; one started with
+// --strict-reconfig-check=false removes the member); removing an absent
+// member is nil. Then, all healthy again, removing the leader moves
+// leadership away first.
+func TestRemoveRefusesQuorumLoss(t *testing.T) {
+	ctx := testCtx(t)
+	c := newCluster(t, testenv.WithMembers(3))
+	m0, m1, m2 := c.Member(0), c.Member(1), c.Member(2)
+	id0, id1, id2 := m0.ID(), m1.ID(), m2.ID()
+	counter := newRPCCounter()
+	m := newManager(t, countingClient(t, c, counter, m0.ClientURL, m1.ClientURL))
+	direct, err := c.NewClient(m0.ClientURL, m1.ClientURL)
+	require.NoError(t, err)
+
+	require.NoError(t, m2.Stop())
+
+	t.Run("healthy voter refused", func(t *testing.T) {
+		counter.reset()
+		err := m.Remove(ctx, id1, etcdmember.RemoveOptions{})
+		require.ErrorIs(t, err, etcdmember.ErrWouldLoseQuorum)
+		var qe *etcdmember.QuorumError
+		require.ErrorAs(t, err, &qe)
+		require.Equal(t, etcdmember.QuorumError{ID: id1, Voters: 3, Healthy: 2, HealthyAfter: 1, Needed: 2}, *qe)
+		require.Contains(t, err.Error(), hexID(id1))
+		require.Zero(t, counter.count(rpcMemberRemove), "refused before sending MemberRemove")
+		require.Contains(t, members(ctx, t, direct), id1)
+	})
+
+	t.Run("absent member", func(t *testing.T) {
+		counter.reset()
+		require.NoError(t, m.Remove(ctx, 0xabc, etcdmember.RemoveOptions{}))
+		require.Zero(t, counter.count(rpcMemberRemove))
+	})
+
+	t.Run("forced, etcd's own check refuses", func(t *testing.T) {
+		counter.reset()
+		err := m.Remove(ctx, id1, etcdmember.RemoveOptions{Force: true})
+		require.Equal(t, 1, counter.count(rpcMemberRemove), "Force skips this package's check")
+		require.ErrorIs(t, err, etcdmember.ErrWouldLoseQuorum)
+		require.ErrorIs(t, err, rpctypes.ErrUnhealthy, "etcd's strict reconfiguration check")
+		var qe *etcdmember.QuorumError
+		require.ErrorAs(t, err, &qe)
+		require.Error(t, qe.Server)
+		require.Contains(t, members(ctx, t, direct), id1)
+	})
+
+	t.Run("forced, etcd without strict reconfiguration check", func(t *testing.T) {
+		lc := newLaxCluster(t, 3)
+		lm := newManager(t, lc.client(t, 0, 1))
+		lc.stop(2)
+		err := lm.Remove(ctx, lc.id(1), etcdmember.RemoveOptions{})
+		require.ErrorIs(t, err, etcdmember.ErrWouldLoseQuorum)
+		require.NoError(t, lm.Remove(ctx, lc.id(1), etcdmember.RemoveOptions{Force: true}))
+		// The cluster has now lost its quorum — what Force is for is the
+		// caller's call. The removal was applied by the surviving member:
+		testenv.Eventually(t, guard, 50*time.Millisecond, func() error {
+			resp, err := lc.client(t, 0).MemberList(ctx, clientv3.WithSerializable())
+			if err != nil {
+				return err
+			}
+			for _, mem := range resp.Members {
+				if mem.ID == lc.id(1) {
+					return errors.New("still a member")
+				}
+			}
+			return nil
+		})
+	})
+
+	t.Run("stopped voter", func(t *testing.T) {
+		require.NoError(t, m.Remove(ctx, id2, etcdmember.RemoveOptions{}), "removing the stopped voter leaves 2 healthy of 2")
+		require.NotContains(t, members(ctx, t, direct), id2)
+	})
+
+	t.Run("leader moves first", func(t *testing.T) {
+		var leader uint64
+		testenv.Eventually(t, guard, 20*time.Millisecond, func() error {
+			switch {
+			case m0.IsLeader():
+				leader = id0
+			case m1.IsLeader():
+				leader = id1
+			default:
+				return errors.New("no leader")
+			}
+			return nil
+		})
+		counter.reset()
+		require.NoError(t, m.Remove(ctx, leader, etcdmember.RemoveOptions{}))
+		require.Equal(t, 1, counter.count(rpcMoveLeader))
+		require.Equal(t, 1, counter.count(rpcMemberRemove))
+		ms := members(ctx, t, direct)
+		require.Len(t, ms, 1)
+		require.NotContains(t, ms, leader)
+		require.NoError(t, m.Remove(ctx, leader, etcdmember.RemoveOptions{}), "idempotent")
+	})
+}
