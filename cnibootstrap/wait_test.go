@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -298,3 +301,85 @@ func lines(ue *cnibootstrap.UnmetError) []string {
 	}
 	return s
 }
+
+// TestNoPollingWhileCRDNotEstablished: while an object's resource is not
+// served because its CRD exists but is not established, the waiter waits
+// for that CRD's events only: no busy loop and no floor retries (the
+// backoff is never consulted and the resource is listed once). When the
+// CRD is established, the object's watch starts by itself.
+func TestNoPollingWhileCRDNotEstablished(t *testing.T) {
+	a, admin := server(t)
+	create(t, admin.Dynamic, crdGVR, calicoCRD("clusterinformations", "ClusterInformation"))
+	create(t, admin.Dynamic, crdGVR, calicoCRD("clusterinformationalts", "ClusterInformation"))
+	altGVR := clusterInformationGVR.GroupVersion().WithResource("clusterinformationalts")
+
+	var lists atomic.Int64
+	cfg := a.Config()
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(req *http.Request) (*http.Response, error) {
+			if strings.HasSuffix(req.URL.Path, "/clusterinformationalts") && req.URL.Query().Get("watch") != "true" {
+				lists.Add(1)
+			}
+			return rt.RoundTrip(req)
+		})
+	}
+	c, err := cnibootstrap.NewClients(cfg)
+	require.NoError(t, err)
+	// The floor, if consulted during the first phase, would say "in an
+	// hour" and be counted.
+	var phase1 atomic.Bool
+	var floorCalls atomic.Int64
+	phase1.Store(true)
+	rec := newRecorder()
+	w, err := cnibootstrap.New(c, []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: altGVR, Object: "x"}},
+		cnibootstrap.WithProgress(rec.progress),
+		cnibootstrap.WithBackoff(func() backoff.BackOff {
+			return countingBackoff{calls: &floorCalls, phase1: &phase1}
+		}))
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*guard)
+	defer cancel()
+	errc := waitAsync(ctx, w)
+
+	const name = "clusterinformationalts.crd.projectcalico.org/v1 x"
+	require.NoError(t, rec.await("saying why the resource is not served", func(u []cnibootstrap.Unmet) bool {
+		return reason(u, name) == `resource not served: crd clusterinformationalts.crd.projectcalico.org Established=False (NotAccepted), NamesAccepted=False (ListKindConflict: "ClusterInformationList" is already in use)`
+	}))
+	// An absence cannot be awaited: watch for activity for a while.
+	time.Sleep(time.Second)
+	assert.Zero(t, floorCalls.Load(), "the backoff floor was consulted while only the CRD's events can help")
+	assert.EqualValues(t, 1, lists.Load(), "lists of the unserved resource")
+
+	phase1.Store(false)
+	require.NoError(t, admin.Dynamic.Resource(crdGVR).Delete(ctx, clusterInformationCRD, metav1.DeleteOptions{}))
+	require.NoError(t, rec.await("with the object's watch started", func(u []cnibootstrap.Unmet) bool {
+		return reason(u, name) == "not found"
+	}))
+	obj := clusterInformation("x", true)
+	obj.SetKind("ClusterInformation")
+	for {
+		_, err := admin.Dynamic.Resource(altGVR).Create(ctx, obj, metav1.CreateOptions{})
+		if !apierrors.IsNotFound(err) {
+			require.NoError(t, err)
+			break
+		}
+	}
+	require.NoError(t, result(t, errc))
+}
+
+// countingBackoff counts NextBackOff calls made while phase1 is set and
+// then answers an hour; afterwards it answers 50 ms.
+type countingBackoff struct {
+	calls  *atomic.Int64
+	phase1 *atomic.Bool
+}
+
+func (b countingBackoff) NextBackOff() time.Duration {
+	if b.phase1.Load() {
+		b.calls.Add(1)
+		return time.Hour
+	}
+	return 50 * time.Millisecond
+}
+
+func (countingBackoff) Reset() {}
