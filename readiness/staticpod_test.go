@@ -46,25 +46,31 @@ func mirrorPod(hash string) *corev1.Pod {
 	}
 }
 
-// setPodStatus writes the pod's status as the kubelet would: Running and
-// Ready, or Running with the container still starting.
+// podStatus is the status the kubelet writes: Running and Ready, or
+// Running with the container still being created.
+func podStatus(ready bool) corev1.PodStatus {
+	cond := corev1.ConditionFalse
+	state := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
+	if ready {
+		cond = corev1.ConditionTrue
+		state = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}
+	}
+	return corev1.PodStatus{
+		Phase:             corev1.PodRunning,
+		Conditions:        []corev1.PodCondition{{Type: corev1.PodReady, Status: cond}},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: "kube-apiserver", Ready: ready, State: state, Image: "registry.k8s.io/kube-apiserver:v1.36.3"}},
+	}
+}
+
+// setPodStatus writes the mirror pod's status through UpdateStatus, as the
+// kubelet would.
 func setPodStatus(ctx context.Context, cs kubernetes.Interface, ready bool) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		pod, err := cs.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		cond := corev1.ConditionFalse
-		state := corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
-		if ready {
-			cond = corev1.ConditionTrue
-			state = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}
-		}
-		pod.Status = corev1.PodStatus{
-			Phase:             corev1.PodRunning,
-			Conditions:        []corev1.PodCondition{{Type: corev1.PodReady, Status: cond}},
-			ContainerStatuses: []corev1.ContainerStatus{{Name: "kube-apiserver", Ready: ready, State: state, Image: "registry.k8s.io/kube-apiserver:v1.36.3"}},
-		}
+		pod.Status = podStatus(ready)
 		_, err = cs.CoreV1().Pods(podNS).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
 		return err
 	})
