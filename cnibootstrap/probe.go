@@ -73,10 +73,12 @@ func (p *probeRun) run(ctx context.Context, e *env, out chan<- any) {
 // last case.
 func (p *probeRun) await(ctx context.Context, b backoff.BackOff, withFloor bool, crd **unstructured.Unstructured) bool {
 	var floor <-chan time.Time
-	if d := b.NextBackOff(); withFloor && d != backoff.Stop {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		floor = t.C
+	if withFloor {
+		if d := b.NextBackOff(); d != backoff.Stop {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			floor = t.C
+		}
 	}
 	select {
 	case <-ctx.Done():

@@ -104,6 +104,9 @@ type view struct {
 	probes  map[int]probeState
 	// rbac holds the last error of each RBAC watch (nil when it works).
 	rbac map[rbacScope]error
+	// final: this is the last evaluation of a Wait that did not finish, so
+	// a stale answer counts as unmet.
+	final bool
 }
 
 func newView() *view {
@@ -147,12 +150,15 @@ func (v *view) object(name string, k objKey) (*unstructured.Unstructured, *Unmet
 }
 
 // probe returns the probe's answer, or an Unmet saying why there is no
-// usable one. A stale answer is returned as it is: Wait does not return
-// while any answer is stale.
+// usable one. A stale answer is returned as it is (Wait does not return
+// while any answer is stale), except in the final evaluation.
 func (v *view) probe(name string, self int) (probeResult, *Unmet) {
 	st := v.probes[self]
-	if !st.ran {
+	switch {
+	case !st.ran:
 		return probeResult{}, &Unmet{Requirement: name, Reason: "not yet checked"}
+	case st.stale && st.res.ok && v.final:
+		return probeResult{}, &Unmet{Requirement: name, Reason: "re-checking after a change"}
 	}
 	return st.res, nil
 }

@@ -146,6 +146,7 @@ func (w *Waiter) Wait(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			v.final = true
 			return &UnmetError{Unmet: w.evaluate(v), Total: len(w.reqs), Err: ctxErr(ctx)}
 		case m := <-out:
 			if err := w.apply(v, m, probes); err != nil {
