@@ -58,8 +58,11 @@ type Registration struct {
 // is the key's last element (a node name): non-empty, no '/', no spaces.
 // Bad input returns an error wrapping ErrInvalidAddress or ErrInvalidID
 // before anything is written; a failed first grant or put returns the etcd
-// error, naming the key. Two Registrations with the same ID overwrite each
-// other: the last put wins.
+// error, naming the key.
+//
+// Two Registrations with the same ID do not fight: the last put wins, and
+// the other one keeps its lease, stands by, and publishes again when that
+// key goes away.
 func Publish(ctx context.Context, client *clientv3.Client, id, address string, opts ...Option) (*Registration, error) {
 	if client == nil {
 		return nil, errors.New("apiserverdisco: Publish: nil etcd client")

@@ -1,6 +1,7 @@
 package apiserverdisco_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -117,13 +118,29 @@ func TestRegistrationClose(t *testing.T) {
 	require.Equal(t, int64(-1), ttl.TTL, "Close revokes the lease")
 	require.NoError(t, r.Close(), "a second Close")
 
-	// A successor that took the ID keeps its key when the old one closes.
-	old, err := apiserverdisco.Publish(ctx, cli, "b", "10.0.0.1:6443", apiserverdisco.WithPrefix(prefix))
+	// Two registrations with one ID: the second put wins, the first stands
+	// by and takes over when the key goes away; closing the one that lost
+	// the key leaves the winner's key alone.
+	first := publish(t, ctx, cli, "b", "10.0.0.1:6443", apiserverdisco.WithPrefix(prefix), apiserverdisco.WithBackoff(fastBackoff))
+	second, err := apiserverdisco.Publish(ctx, cli, "b", "10.0.0.2:6443", apiserverdisco.WithPrefix(prefix))
 	require.NoError(t, err)
-	successor := publish(t, ctx, cli, "b", "10.0.0.2:6443", apiserverdisco.WithPrefix(prefix))
-	require.NoError(t, old.Close())
-	resp, err = cli.Get(ctx, successor.Key())
-	require.NoError(t, err)
-	require.Len(t, resp.Kvs, 1)
-	require.Equal(t, int64(successor.Lease()), resp.Kvs[0].Lease)
+	holder := func(r *apiserverdisco.Registration, value string) func() error {
+		return func() error {
+			resp, err := cli.Get(ctx, r.Key())
+			if err != nil {
+				return err
+			}
+			if len(resp.Kvs) == 0 || resp.Kvs[0].Lease != int64(r.Lease()) || !strings.Contains(string(resp.Kvs[0].Value), value) {
+				return errorf("key %s is %v, want %s under lease %x", r.Key(), resp.Kvs, value, r.Lease())
+			}
+			return nil
+		}
+	}
+	require.NoError(t, holder(second, "10.0.0.2:6443")())
+	require.NoError(t, second.Close())
+	testenv.Eventually(t, guard, 10*time.Millisecond, holder(first, "10.0.0.1:6443"))
+
+	third := publish(t, ctx, cli, "b", "10.0.0.3:6443", apiserverdisco.WithPrefix(prefix))
+	require.NoError(t, first.Close())
+	require.NoError(t, holder(third, "10.0.0.3:6443")())
 }

@@ -30,10 +30,10 @@ func (s Source) String() string {
 // sink is what a running source reports to. set and notYetSet are
 // goroutine-safe; the Watcher's loop takes the latest set.
 type sink struct {
-	log        logr.Logger
-	onError    func(error)
-	newBackoff func() backoff.BackOff
-	o          *options
+	log logr.Logger
+	o   *options
+
+	errMu sync.Mutex // serializes calls of o.onError
 
 	mu     sync.Mutex
 	latest []string
@@ -42,7 +42,21 @@ type sink struct {
 }
 
 func newSink(o *options, log logr.Logger) *sink {
-	return &sink{log: log, onError: o.onError, newBackoff: o.newBackoff, o: o, notify: make(chan struct{}, 1)}
+	return &sink{log: log, o: o, notify: make(chan struct{}, 1)}
+}
+
+func (s *sink) newBackoff() backoff.BackOff { return s.o.newBackoff() }
+
+// report passes err to the error handler, one call at a time: a source
+// may report from more than one goroutine (an informer's handlers and its
+// reflector).
+func (s *sink) report(err error) {
+	if s.o.onError == nil {
+		return
+	}
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	s.o.onError(err)
 }
 
 // set reports the source's current full set. An empty set means "every
@@ -76,9 +90,7 @@ func (s *sink) notYetSet(reason string) {
 // malformed reports a skipped value.
 func (s *sink) malformed(err *MalformedValueError) {
 	s.log.Error(err, "skipping a malformed address value", "key", err.Key)
-	if s.onError != nil {
-		s.onError(err)
-	}
+	s.report(err)
 }
 
 // failed reports a failed request that will be retried after retryIn.
@@ -88,7 +100,5 @@ func (s *sink) failed(err error, class errorClass, retryIn string) {
 	} else {
 		s.log.Info("request failed; retrying", "error", err.Error(), "retryIn", retryIn)
 	}
-	if s.onError != nil {
-		s.onError(err)
-	}
+	s.report(err)
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
 	"k8s.io/client-go/kubernetes"
@@ -49,7 +50,11 @@ func runSliceSource(ctx context.Context, client kubernetes.Interface, s *sink) e
 		func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelServiceName + "=" + kubernetesService })
 	if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
 		if ctx.Err() == nil {
-			s.failed(fmt.Errorf("apiserverdisco: list/watch EndpointSlices in %s: %w", kubernetesNamespace, err), transient, "the informer's backoff")
+			class := transient
+			if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+				class = denied
+			}
+			s.failed(fmt.Errorf("apiserverdisco: list/watch EndpointSlices in %s: %w", kubernetesNamespace, err), class, "the informer's backoff")
 		}
 	}); err != nil {
 		return fmt.Errorf("apiserverdisco: EndpointSlices informer: %w", err)

@@ -23,11 +23,11 @@ type Snapshot struct {
 }
 
 // Watcher follows the live set of apiserver addresses from one Source and
-// delivers it: sorted, de-duplicated, only when it changed, additions at
-// once and removals debounced (WithDebounce).
-// It never replaces a non-empty set with an empty one because of a failure,
-// a restart or a re-list; an empty set is delivered only when the keys
-// were seen to go away (and, with WithEmptyHoldDown, stayed away).
+// delivers it: sorted, de-duplicated, only when it changed; additions at
+// once, removals debounced (WithDebounce). It never replaces a non-empty
+// set with an empty one because of a failure, a restart or a re-list; an
+// empty set is delivered only when the keys were seen to go away (and,
+// with WithEmptyHoldDown, stayed away).
 //
 // Delivery is pull-based: Next blocks until a set newer than the one it
 // last returned is available and returns the latest one, so a slow
