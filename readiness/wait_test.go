@@ -150,6 +150,9 @@ func (p *pokeCheck) Watch(ctx context.Context, changed func()) error {
 	for {
 		select {
 		case <-ctx.Done():
+			// A watcher slow to stop (a real one closes a connection):
+			// Wait must still not return before it has.
+			time.Sleep(20 * time.Millisecond)
 			return ctx.Err()
 		case <-p.poke:
 			changed()
