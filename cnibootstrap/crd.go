@@ -178,13 +178,14 @@ func discoveryProbe(ctx context.Context, c Clients, crd *unstructured.Unstructur
 	}
 	group, _, _ := unstructured.NestedString(crd.Object, "spec", "group")
 	plural, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "plural")
-	rc := c.Kube.Discovery().RESTClient()
-	if isNil(rc) {
-		return probeResult{reason: "discovery client has no REST client", err: invalid("Clients.Kube.Discovery().RESTClient() is nil")}
+	disco := c.Kube.Discovery()
+	if isNil(disco) || isNil(disco.RESTClient()) {
+		err := invalid("Clients.Kube has no discovery REST client")
+		return probeResult{reason: err.Error(), err: err}
 	}
 	for _, version := range crdServedVersions(crd) {
 		url := "/apis/" + group + "/" + version
-		raw, err := rc.Get().AbsPath(url).Do(ctx).Raw()
+		raw, err := disco.RESTClient().Get().AbsPath(url).Do(ctx).Raw()
 		var list metav1.APIResourceList
 		if err == nil {
 			if err = json.Unmarshal(raw, &list); err != nil {

@@ -24,7 +24,9 @@ type ObjectExists struct {
 	// GVR is the object's resource, for example
 	// {Group: "crd.projectcalico.org", Version: "v1", Resource: "clusterinformations"}.
 	GVR schema.GroupVersionResource
-	// Namespace is the object's namespace, "" for a cluster-scoped object.
+	// Namespace is the object's namespace, "" for a cluster-scoped object
+	// (on a namespaced resource, "" accepts an object of that name in any
+	// namespace).
 	Namespace string
 	// Object is the object's name.
 	Object string
