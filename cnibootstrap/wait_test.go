@@ -191,7 +191,7 @@ func TestCRDEstablishedNotJustPresent(t *testing.T) {
 	create(t, c.Dynamic, crdGVR, calicoCRD("clusterinformationalts", "ClusterInformation"))
 
 	rec := newRecorder()
-	w, err := cnibootstrap.New(c, []cnibootstrap.Requirement{cnibootstrap.CRDEstablished{CRD: conflicting}},
+	w, err := cnibootstrap.New(c, []cnibootstrap.Requirement{cnibootstrap.CRDEstablished{CRD: conflicting, InDiscovery: true}},
 		cnibootstrap.WithProgress(rec.progress), testBackoff())
 	require.NoError(t, err)
 
@@ -210,7 +210,8 @@ func TestCRDEstablishedNotJustPresent(t *testing.T) {
 	assert.Equal(t, "crd "+conflicting+": "+wantReason, ue.Unmet[0].String())
 
 	// Deleting the CRD that holds the names lets the second one be
-	// accepted and established: Wait returns, woken by the event.
+	// accepted and established: Wait returns, woken by the event, once
+	// discovery lists it too.
 	delCtx, delCancel := context.WithTimeout(context.Background(), guard)
 	defer delCancel()
 	select {
@@ -220,6 +221,14 @@ func TestCRDEstablishedNotJustPresent(t *testing.T) {
 	}
 	require.NoError(t, c.Dynamic.Resource(crdGVR).Delete(delCtx, clusterInformationCRD, metav1.DeleteOptions{}))
 	require.NoError(t, result(t, errc))
+	res, err := c.Kube.Discovery().ServerResourcesForGroupVersion("crd.projectcalico.org/v1")
+	require.NoError(t, err)
+	assert.True(t, slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == "clusterinformationalts" }))
+	for _, r := range rec.all() {
+		if rs := reason(r, "crd "+conflicting); strings.HasPrefix(rs, "established;") {
+			t.Logf("seen while discovery caught up: %s", rs)
+		}
+	}
 }
 
 // TestTimeoutListsUnmet: at the deadline, Wait's error lists exactly the
