@@ -115,6 +115,9 @@ func (e *etcdCheck) Check(ctx context.Context) error {
 	if e.bad != nil {
 		return e.bad
 	}
+	if e.c.Ctx().Err() != nil {
+		return invalid("EtcdHealthy: the *clientv3.Client is closed")
+	}
 	var (
 		wg       sync.WaitGroup
 		readErr  error

@@ -106,7 +106,10 @@ func TestEtcdHealthyBadInput(t *testing.T) {
 	// A client that is never dialled: bad options fail before any RPC.
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:1"}})
 	require.NoError(t, err)
-	defer cli.Close()
 	require.ErrorIs(t, readiness.Wait(ctx, readiness.EtcdHealthy(cli, readiness.WithHealthKey(""))), readiness.ErrInvalid)
 	require.ErrorIs(t, readiness.Wait(ctx, readiness.EtcdHealthy(cli, nil)), readiness.ErrInvalid)
+	require.NoError(t, cli.Close())
+	err = readiness.Wait(ctx, readiness.EtcdHealthy(cli))
+	require.ErrorIs(t, err, readiness.ErrInvalid)
+	assert.Contains(t, err.Error(), "EtcdHealthy: the *clientv3.Client is closed")
 }

@@ -86,8 +86,9 @@ func WithBackoff(newPolicy func() backoff.BackOff) Option {
 // This rides out a component that is up for a moment and then replaced.
 //
 // While passing but not yet stable, Wait spaces the remaining passes
-// evenly over what is left of window; with a zero window it uses the
-// backoff policy's first delay. A Watcher's change signal re-checks at
+// evenly over what is left of window; once the window is covered (or with
+// a zero window) it uses the backoff policy's delays, restarted at the
+// first pass. A Watcher's change signal re-checks at
 // once. The default is one pass and no window. passes must be at least 1
 // and window not negative.
 func WithStability(passes int, window time.Duration) Option {

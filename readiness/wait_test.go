@@ -102,24 +102,29 @@ func TestWaitReturnsReasonOnTimeout(t *testing.T) {
 		n := calls.Add(1)
 		return errf("listener not bound yet (probe %d)", n)
 	}))
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
+	// After the third attempt, hold Wait until the deadline has passed.
+	hold := readiness.WithObserver(func(a readiness.Attempt) {
+		if a.N == 3 {
+			<-ctx.Done()
+		}
+	})
 
-	err := readiness.Wait(ctx, check, constant(10*time.Millisecond))
+	err := readiness.Wait(ctx, check, constant(time.Millisecond), hold)
 
 	require.Error(t, err)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	var nr *readiness.NotReadyError
 	require.ErrorAs(t, err, &nr)
-	n := int(calls.Load())
-	require.GreaterOrEqual(t, n, 1)
-	assert.Equal(t, n, nr.Attempts)
+	assert.Equal(t, int32(3), calls.Load())
+	assert.Equal(t, 3, nr.Attempts)
 	assert.Equal(t, "component-x", nr.Check)
-	lastReason := errf("component-x: listener not bound yet (probe %d)", n).Error()
+	const lastReason = "component-x: listener not bound yet (probe 3)"
 	require.NotNil(t, nr.Last)
 	assert.Equal(t, lastReason, nr.Last.Error())
-	assert.Contains(t, err.Error(), lastReason)
-	assert.Contains(t, err.Error(), "waiting for component-x: context deadline exceeded after")
+	assert.Contains(t, err.Error(), "waiting for component-x: context deadline exceeded after 3 attempts")
+	assert.Contains(t, err.Error(), "last not-ready reason: "+lastReason)
 	assert.Zero(t, nr.Passes)
 }
 
