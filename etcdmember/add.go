@@ -43,7 +43,7 @@ func (m *Manager) AddLearner(ctx context.Context, name string, peerURLs []string
 // added by this call if it was absent from the list read before this
 // call's MemberAddAsLearner and present after it, whether the RPC's reply
 // arrived or not.
-func (m *Manager) addLearner(ctx context.Context, name string, peerURLs []string) (mem Member, added bool, members []Member, err error) {
+func (m *Manager) addLearner(ctx context.Context, name string, peerURLs []string) (Member, bool, []Member, error) {
 	if name == "" {
 		return Member{}, false, nil, invalid("empty member name")
 	}
@@ -120,12 +120,20 @@ func (m *Manager) addLearner(ctx context.Context, name string, peerURLs []string
 			return Member{}, false, nil, m.stop(ctx, k, what, pending, err)
 		case kindPeerURLExists:
 			// Someone (perhaps our own earlier, timed-out request) added
-			// it: the member list names it.
-			continue
+			// it: the next member list names it.
+			pending = "re-reading the member list after \"peer URL exists\""
+			log.info("peer-url-exists", "etcd says the peer URL exists; re-reading the member list")
 		case kindTooManyLearners:
 			ls := learnerIDs(members)
 			pending = fmt.Sprintf("waiting for a free learner slot (learners: %s)", ls)
 			log.info("too-many-learners "+ls, "the cluster's learner limit is reached; waiting for a learner to be promoted or removed", "learners", ls)
+		case kindMemberNotFound:
+			// etcd derives a new member's ID from its peer URLs and the
+			// current second: re-adding the peer URLs of a member removed
+			// within the same second hits the removed ID. Not applied;
+			// the next second gives a new ID.
+			pending = fmt.Sprintf("adding the learner (etcd: %v)", err)
+			log.info("id-removed", "etcd refused the add (the member ID derived from these peer URLs was just removed); retrying", "err", err)
 		case kindReconfigRefused:
 			// etcd's strict reconfiguration check refused before
 			// proposing anything (e.g. the leader has not been connected

@@ -2,6 +2,8 @@ package etcdmember_test
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,6 +103,66 @@ func TestAddLearnerIdempotent(t *testing.T) {
 	ms := members(ctx, t, c.Client())
 	require.Len(t, ms, 2, "one voter and exactly one learner")
 	require.True(t, ms[first.ID].IsLearner)
+
+	// The reply to MemberAdd is lost: AddLearner finds the member by its
+	// peer URL instead of adding a second one.
+	_, err = c.Client().MemberRemove(ctx, first.ID)
+	require.NoError(t, err)
+	p := testenv.NewProxyFor(t, c.Member(0).Endpoint())
+	addSent := make(chan struct{})
+	var once sync.Once
+	counter := newRPCCounter()
+	counter.before = func(method string) {
+		if method == rpcMemberAdd {
+			once.Do(func() {
+				p.DropReplies(true)
+				close(addSent)
+			})
+		}
+	}
+	lossy := newManager(t, countingClient(t, c, counter, "http://"+p.Addr()), etcdmember.WithRPCTimeout(2*time.Second))
+	// A new peer URL: etcd derives member IDs from the peer URLs and the
+	// second, so re-adding a just-removed member's URL can collide with
+	// its (removed) ID.
+	spec2, err := c.NewMemberSpec("learner2")
+	require.NoError(t, err)
+	type result struct {
+		mem etcdmember.Member
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		mem, err := lossy.AddLearner(ctx, spec2.Name, []string{spec2.PeerURL})
+		done <- result{mem, err}
+	}()
+	await(t, addSent, "MemberAdd to be sent")
+	var added uint64
+	testenv.Eventually(t, guard, 20*time.Millisecond, func() error {
+		for id, mem := range members(ctx, t, c.Client()) {
+			if mem.IsLearner {
+				added = id
+				return nil
+			}
+		}
+		return errors.New("the add has not been applied yet")
+	})
+	p.Pass()
+	p.ResetAll()
+	r := <-done
+	require.NoError(t, r.err)
+	require.Equal(t, added, r.mem.ID)
+	require.Equal(t, 1, counter.count(rpcMemberAdd), "no second MemberAdd")
+	require.Len(t, members(ctx, t, c.Client()), 2)
+
+	// Removed and re-added at once with the same peer URL (a node
+	// rejoining): etcd may refuse within the same second ("member not
+	// found": the ID it derives is the removed one); AddLearner retries.
+	_, err = c.Client().MemberRemove(ctx, r.mem.ID)
+	require.NoError(t, err)
+	again, err := m.AddLearner(ctx, spec2.Name, []string{spec2.PeerURL})
+	require.NoError(t, err)
+	require.NotEqual(t, r.mem.ID, again.ID)
+	require.Len(t, members(ctx, t, c.Client()), 2)
 }
 
 func TestAddLearnerNameConflict(t *testing.T) {

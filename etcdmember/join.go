@@ -50,10 +50,12 @@ type JoinResult struct {
 // and name: *ConflictError, *StalledError (ErrLearnerStalled), the error
 // of start, ErrMemberNotFound, or an error wrapping ctx.Err(). With
 // opts.Cleanup, a failure after this call added the learner removes it
-// again (on a context that outlives ctx by at most three RPC timeouts); JoinResult.CleanedUp says so. An empty name, bad peer URLs or a
-// nil start are errors wrapping ErrInvalidArgument, before any RPC. Safe
-// for concurrent use, though joining two members at once needs a learner
-// limit of two.
+// again, on a context that outlives ctx by at most three RPC timeouts;
+// JoinResult.CleanedUp says so (a learner whose add was cut off by ctx
+// before its ID was known cannot be cleaned up). An empty name, bad peer
+// URLs or a nil start are errors wrapping ErrInvalidArgument, before any
+// RPC. Safe for concurrent use, though joining two members at once needs
+// a learner limit of two.
 func (m *Manager) Join(ctx context.Context, name string, peerURLs []string, opts JoinOptions, start StartFunc) (JoinResult, error) {
 	var res JoinResult
 	if start == nil {

@@ -272,20 +272,4 @@ func waitCaughtUp(ctx context.Context, t testing.TB, cli *clientv3.Client, learn
 	})
 }
 
-// leaderURL returns the client URL of the cluster's current leader.
-func leaderURL(t testing.TB, c *testenv.Cluster) string {
-	t.Helper()
-	var url string
-	testenv.Eventually(t, guard, 50*time.Millisecond, func() error {
-		for _, m := range c.Members() {
-			if m.Running() && m.IsLeader() {
-				url = m.ClientURL
-				return nil
-			}
-		}
-		return fmt.Errorf("no leader")
-	})
-	return url
-}
-
 func hexID(id uint64) string { return fmt.Sprintf("%x", id) }
