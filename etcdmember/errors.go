@@ -109,7 +109,7 @@ type QuorumError struct {
 	// how many of them answered a status request, HealthyAfter how many
 	// healthy voters the removal would leave, and Needed the quorum of the
 	// voters that would be left. All are zero when only the server refused
-	// (Force skips the counting).
+	// and this package's count found the removal safe.
 	Voters, Healthy, HealthyAfter, Needed int
 	// Server is etcd's refusal (its strict reconfiguration check), or nil
 	// when this package refused before sending MemberRemove.
@@ -117,8 +117,12 @@ type QuorumError struct {
 }
 
 func (e *QuorumError) Error() string {
-	if e.Server != nil {
+	if e.Server != nil && e.Voters == 0 {
 		return fmt.Sprintf("etcdmember: removing member %x: etcd refused, the cluster would lose quorum: %v", e.ID, e.Server)
+	}
+	if e.Server != nil {
+		return fmt.Sprintf("etcdmember: removing voter %x would leave %d healthy of %d voters, short of a quorum of %d, and etcd refused: %v",
+			e.ID, e.HealthyAfter, e.Voters-1, e.Needed, e.Server)
 	}
 	return fmt.Sprintf("etcdmember: removing voter %x would leave %d healthy of %d voters, short of a quorum of %d (%d of %d voters healthy now)",
 		e.ID, e.HealthyAfter, e.Voters-1, e.Needed, e.Healthy, e.Voters)

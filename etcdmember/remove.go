@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -25,7 +26,12 @@ type RemoveOptions struct {
 // Removing a voter is refused with a *QuorumError (ErrWouldLoseQuorum),
 // before any MemberRemove is sent, when the healthy voters left — those
 // that answer Maintenance.Status on their client URLs — would be short of
-// a quorum of the voters left; opts.Force skips that check. If the member
+// a quorum of the voters left; opts.Force skips that check. etcd's own
+// strict reconfiguration check may still refuse: when it agrees with this
+// package's count, or keeps refusing for ten seconds, that is a
+// *QuorumError wrapping etcd's error; shorter refusals (etcd trusts a peer
+// only after five seconds of connection, e.g. right after a promotion) are
+// waited out. If the member
 // is the raft leader, leadership is first moved (MoveLeader) to the
 // healthy voter with the highest applied index, so the cluster does not
 // wait out an election; if that fails the removal goes ahead (etcd's
@@ -48,6 +54,7 @@ func (m *Manager) Remove(ctx context.Context, id uint64, opts RemoveOptions) err
 	log := &stateLog{log: m.log(ctx).WithValues("id", hex(id))}
 	pending := "reading the member list"
 	triedMove := false
+	var refusedSince time.Time // when etcd first refused a removal we found safe
 	for {
 		if ctx.Err() != nil {
 			return canceled(ctx, what, pending)
@@ -70,13 +77,13 @@ func (m *Manager) Remove(ctx context.Context, id uint64, opts RemoveOptions) err
 			log.info("absent", "member is not in the cluster")
 			return nil
 		}
+		var qe *QuorumError // this package's verdict, for a voter
 		if !mem.IsLearner {
 			vs := voters(members)
 			health := m.voterStatus(ctx, vs)
-			if !opts.Force {
-				if qe := quorumCheck(id, vs, health); qe != nil {
-					return qe
-				}
+			qe = quorumCheck(id, vs, health)
+			if qe != nil && !opts.Force {
+				return qe
 			}
 			if leader := leaderOf(health); leader == id && !triedMove {
 				triedMove = true
@@ -99,8 +106,23 @@ func (m *Manager) Remove(ctx context.Context, id uint64, opts RemoveOptions) err
 		case kindPermanent, kindCanceled:
 			return m.stop(ctx, k, what, "waiting for the reply to MemberRemove", err)
 		case kindReconfigRefused:
-			if !mem.IsLearner {
-				return &QuorumError{ID: id, Server: err}
+			if mem.IsLearner {
+				break // not a quorum matter; retry
+			}
+			// etcd counts a peer as healthy only once it has been
+			// connected for five seconds, so it refuses for a while after
+			// a member (re)joined although the healthy voters we counted
+			// suffice. Retry such a refusal for reconfigGrace; one that
+			// agrees with our own count (Force) is final.
+			if refusedSince.IsZero() {
+				refusedSince = time.Now()
+			}
+			if qe != nil || time.Since(refusedSince) >= reconfigGrace {
+				if qe == nil {
+					qe = &QuorumError{ID: id}
+				}
+				qe.Server = err
+				return qe
 			}
 		}
 		pending = fmt.Sprintf("removing (last error: %v)", err)
@@ -110,6 +132,11 @@ func (m *Manager) Remove(ctx context.Context, id uint64, opts RemoveOptions) err
 		}
 	}
 }
+
+// reconfigGrace is how long Remove retries etcd's strict reconfiguration
+// refusal of a removal that this package's own count found safe: twice
+// etcd's five-second peer health interval.
+const reconfigGrace = 10 * time.Second
 
 // voterStatus asks every voter for its status, concurrently; a voter that
 // does not answer maps to nil.

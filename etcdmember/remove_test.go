@@ -58,6 +58,7 @@ func TestRemoveRefusesQuorumLoss(t *testing.T) {
 		var qe *etcdmember.QuorumError
 		require.ErrorAs(t, err, &qe)
 		require.Error(t, qe.Server)
+		require.Equal(t, 2, qe.Needed, "our count is in the error too")
 		require.Contains(t, members(ctx, t, direct), id1)
 	})
 
