@@ -65,16 +65,11 @@ func (m *Manager) addLearner(ctx context.Context, name string, peerURLs []string
 		if ctx.Err() != nil {
 			return Member{}, false, nil, canceled(ctx, what, pending)
 		}
-		members, err := m.list(ctx)
+		members, ok, err := m.listOrWait(ctx, b, log, what, &pending)
 		if err != nil {
-			if k := classify(ctx, err); k == kindPermanent || k == kindCanceled {
-				return Member{}, false, nil, m.stop(ctx, k, what, pending, err)
-			}
-			pending = fmt.Sprintf("reading the member list (last error: %v)", err)
-			log.info("list-error", "cannot read the member list; retrying", "err", err)
-			if err := m.wait(ctx, b, what, pending); err != nil {
-				return Member{}, false, nil, err
-			}
+			return Member{}, false, nil, err
+		}
+		if !ok {
 			continue
 		}
 		if existing, ok := byPeerURL(members, urls); ok {
@@ -149,14 +144,6 @@ func (m *Manager) addLearner(ctx context.Context, name string, peerURLs []string
 			return Member{}, false, nil, err
 		}
 	}
-}
-
-// stop turns a permanent or canceled error into the call's error.
-func (m *Manager) stop(ctx context.Context, k kind, what, pending string, err error) error {
-	if k == kindCanceled {
-		return canceled(ctx, what, pending)
-	}
-	return fmt.Errorf("etcdmember: %s: %w", what, err)
 }
 
 // byPeerURL finds a member with one of the canonical URLs.

@@ -85,6 +85,31 @@ func (m *Manager) list(ctx context.Context) ([]Member, error) {
 	return fromPB(resp.Members), nil
 }
 
+// listOrWait reads the member list. On a transient error it logs it and
+// waits for b's next interval, returning ok=false so that the caller's
+// loop starts over; a permanent error, a closed client or the end of ctx
+// is returned, naming what and the pending state.
+func (m *Manager) listOrWait(ctx context.Context, b backoff.BackOff, log *stateLog, what string, pending *string) (members []Member, ok bool, err error) {
+	members, err = m.list(ctx)
+	if err == nil {
+		return members, true, nil
+	}
+	if k := classify(ctx, err); k == kindPermanent || k == kindCanceled {
+		return nil, false, m.stop(ctx, k, what, *pending, err)
+	}
+	*pending = fmt.Sprintf("reading the member list (last error: %v)", err)
+	log.info("list-error", "cannot read the member list; retrying", "err", err)
+	return nil, false, m.wait(ctx, b, what, *pending)
+}
+
+// stop turns a permanent or canceled error into the call's error.
+func (m *Manager) stop(ctx context.Context, k kind, what, pending string, err error) error {
+	if k == kindCanceled {
+		return canceled(ctx, what, pending)
+	}
+	return fmt.Errorf("etcdmember: %s: %w", what, err)
+}
+
 // wait sleeps for b's next interval. It returns an error naming what (the
 // operation) and pending (what was still outstanding) when ctx ends, when
 // the client is closed, or when b gives up.

@@ -71,17 +71,12 @@ func (m *Manager) Promote(ctx context.Context, id uint64) (PromoteResult, error)
 			return res, canceled(ctx, what, pending)
 		}
 		if !fresh {
-			members, err = m.list(ctx)
+			var ok bool
+			members, ok, err = m.listOrWait(ctx, b, log, what, &pending)
 			if err != nil {
-				k := classify(ctx, err)
-				if k == kindPermanent || k == kindCanceled {
-					return res, m.stop(ctx, k, what, pending, err)
-				}
-				pending = fmt.Sprintf("reading the member list (last error: %v)", err)
-				log.info("list-error", "cannot read the member list; retrying", "err", err)
-				if err := m.wait(ctx, b, what, pending); err != nil {
-					return res, err
-				}
+				return res, err
+			}
+			if !ok {
 				continue
 			}
 			lists++
@@ -222,31 +217,28 @@ func (m *Manager) WaitStarted(ctx context.Context, id uint64) (Member, error) {
 		if ctx.Err() != nil {
 			return Member{}, canceled(ctx, what, pending)
 		}
-		members, err := m.list(ctx)
+		members, ok, err := m.listOrWait(ctx, b, log, what, &pending)
 		if err != nil {
-			k := classify(ctx, err)
-			if k == kindPermanent || k == kindCanceled {
-				return Member{}, m.stop(ctx, k, what, pending, err)
-			}
-			pending = fmt.Sprintf("reading the member list (last error: %v)", err)
-			log.info("list-error", "cannot read the member list; retrying", "err", err)
-		} else {
-			mem, ok := find(members, id)
-			if !ok {
-				return Member{}, fmt.Errorf("etcdmember: %s: %w", what, ErrMemberNotFound)
-			}
-			if mem.Started() {
-				log.info("started", "member started", "name", mem.Name, "clientURLs", mem.ClientURLs)
-				return mem, nil
-			}
-			pending = fmt.Sprintf("waiting for member %x to publish its name and client URLs", id)
-			log.info("not-started", "member has not started yet")
-			if time.Since(start) >= m.opt.stallTimeout {
-				p := m.progress(ctx, members, mem)
-				p.NoProgressFor = time.Since(start)
-				m.report(p)
-				return Member{}, &StalledError{Progress: p, Timeout: m.opt.stallTimeout}
-			}
+			return Member{}, err
+		}
+		if !ok {
+			continue
+		}
+		mem, ok := find(members, id)
+		if !ok {
+			return Member{}, fmt.Errorf("etcdmember: %s: %w", what, ErrMemberNotFound)
+		}
+		if mem.Started() {
+			log.info("started", "member started", "name", mem.Name, "clientURLs", mem.ClientURLs)
+			return mem, nil
+		}
+		pending = fmt.Sprintf("waiting for member %x to publish its name and client URLs", id)
+		log.info("not-started", "member has not started yet")
+		if time.Since(start) >= m.opt.stallTimeout {
+			p := m.progress(ctx, members, mem)
+			p.NoProgressFor = time.Since(start)
+			m.report(p)
+			return Member{}, &StalledError{Progress: p, Timeout: m.opt.stallTimeout}
 		}
 		if err := m.wait(ctx, b, what, pending); err != nil {
 			return Member{}, err

@@ -59,17 +59,11 @@ func (m *Manager) Remove(ctx context.Context, id uint64, opts RemoveOptions) err
 		if ctx.Err() != nil {
 			return canceled(ctx, what, pending)
 		}
-		members, err := m.list(ctx)
+		members, ok, err := m.listOrWait(ctx, b, log, what, &pending)
 		if err != nil {
-			k := classify(ctx, err)
-			if k == kindPermanent || k == kindCanceled {
-				return m.stop(ctx, k, what, pending, err)
-			}
-			pending = fmt.Sprintf("reading the member list (last error: %v)", err)
-			log.info("list-error", "cannot read the member list; retrying", "err", err)
-			if err := m.wait(ctx, b, what, pending); err != nil {
-				return err
-			}
+			return err
+		}
+		if !ok {
 			continue
 		}
 		mem, ok := find(members, id)
