@@ -14,9 +14,9 @@ import (
 
 // Manager changes etcd cluster membership through one client, deciding
 // every step from the member list rather than from RPC errors. Its methods
-// are safe for concurrent use; it starts no goroutines of its own, and
-// every method returns only when the RPCs it sent have returned. It does
-// not close the client.
+// are safe for concurrent use; it runs nothing in the background, and
+// every method returns only when the RPCs and goroutines it started have
+// ended. It does not close the client.
 type Manager struct {
 	cl  *clientv3.Client
 	opt options

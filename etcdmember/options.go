@@ -154,8 +154,11 @@ func WithMaxPromotionsPerPass(n int) Option {
 }
 
 // WithEvictStalledAfter makes PromoteReady remove learners that have made
-// no progress for d (it should be longer than the stall timeout). Without
-// it, PromoteReady only reports stalled learners. d must be positive.
+// no progress for d (it should be longer than the stall timeout): learners
+// that never started, and started ones whose applied index was read and
+// did not move — not ones whose client URL cannot be reached from here.
+// Without it, PromoteReady only reports stalled learners. d must be
+// positive.
 func WithEvictStalledAfter(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {

@@ -75,7 +75,11 @@ func (m *Manager) PromoteReady(ctx context.Context) (PassReport, error) {
 
 		if stalled(p, m.opt.stallTimeout) {
 			rep.Stalled = append(rep.Stalled, l.ID)
-			if m.opt.evictAfter > 0 && p.NoProgressFor >= m.opt.evictAfter {
+			// Evict only on evidence: a learner that never started, or
+			// one whose index was read and has not moved. One that cannot
+			// be reached from here may be fine.
+			evidence := !p.Started || p.learnerOK
+			if m.opt.evictAfter > 0 && p.NoProgressFor >= m.opt.evictAfter && evidence {
 				log.Info("removing stalled learner", "id", hex(l.ID), "name", l.Name, "noProgressFor", p.NoProgressFor, "learnerApplied", p.LearnerApplied, "leaderApplied", p.LeaderApplied)
 				if err := m.removeLearner(ctx, l.ID); err != nil {
 					errs = append(errs, err)

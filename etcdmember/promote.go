@@ -37,12 +37,14 @@ type PromoteResult struct {
 // outcome: it reads the member list again and decides from that — so a
 // promote that succeeded although its reply was lost, or that etcd answers
 // with "can only promote a learner member" or "not in sync", ends in
-// success. "Learner not ready" waits with backoff: it reads the learner's
+// success. No MemberPromote is sent while the learner has not started
+// (the member list shows no name yet); the first one goes out as soon as
+// it has. "Learner not ready" waits with backoff: it reads the learner's
 // and the leader's raft applied index (WithProgress reports each reading),
-// sends no MemberPromote while the learner has not started or is clearly
-// behind, resets the backoff whenever the learner advances, and gives up
-// with a *StalledError (ErrLearnerStalled) when it made no progress for
-// the stall timeout. Transient errors (unavailable, timeouts, leader
+// sends no MemberPromote while the learner is clearly behind, resets the
+// backoff whenever the learner advances, and gives up with a
+// *StalledError (ErrLearnerStalled) when it made no progress for the
+// stall timeout. Transient errors (unavailable, timeouts, leader
 // changes) are retried with backoff; permanent ones (permission denied,
 // invalid argument) are returned at once. When ctx ends it returns an
 // error wrapping ctx.Err() that says what it was waiting for. Safe for
@@ -93,15 +95,18 @@ func (m *Manager) Promote(ctx context.Context, id uint64) (PromoteResult, error)
 			return res, nil
 		}
 
-		// While the learner is known to be behind, watch its progress
-		// instead of asking etcd to promote it.
+		// A learner that has not started cannot be in sync: wait for it
+		// on the member list alone. Once it has, the first attempt is
+		// optimistic (etcd's answer is the quickest reading there is);
+		// after a "not ready", watch its progress instead of asking etcd
+		// again while it is clearly behind.
 		if !mem.Started() || knownBehind {
 			p, err := m.observe(ctx, members, mem, clock, b, &res)
 			if err != nil {
 				return res, err
 			}
-			knownBehind = p.behind()
-			if knownBehind {
+			knownBehind = p.Started && p.behind()
+			if p.behind() {
 				pending = p.pending()
 				log.info(progressState(p), "learner not ready yet", "started", p.Started, "learnerApplied", p.LearnerApplied, "leaderApplied", p.LeaderApplied)
 				if err := m.wait(ctx, b, what, pending); err != nil {
