@@ -12,7 +12,6 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/go-logr/logr"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 
 	"github.com/kubeboot/kubeboot/apiserverdisco"
@@ -330,19 +329,3 @@ func (c *rpcCounter) snapshot() (ranges, watchOpens, watchMsgs int) {
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
-// awaitQuiescence, registered before the servers a test starts, runs after
-// their cleanup and waits until no goroutine but the test framework's is
-// left, failing the test with goleak's report if one stays. It works around
-// a harness gap: stopping and restarting embedded etcd members leaves their
-// peer HTTP connections (rafthttp over cmux) open until etcd's 5 s peer
-// read timeout closes them, after goleak.VerifyTestMain's short retry
-// window.
-func awaitQuiescence(t *testing.T) {
-	t.Cleanup(func() {
-		start := time.Now()
-		testenv.Eventually(t, guard, 100*time.Millisecond, func() error {
-			return goleak.Find(testenv.LeakOptions()...)
-		})
-		t.Logf("leftover etcd peer connections closed after %s", time.Since(start).Round(100*time.Millisecond))
-	})
-}

@@ -111,7 +111,7 @@ func TestPublisherDeathExpires(t *testing.T) {
 }
 
 func TestNoEmptySetOnOutage(t *testing.T) {
-	awaitQuiescence(t)
+	testenv.AwaitNoLeaks(t)
 	ctx := testCtx(t)
 	c := testenv.NewCluster(t, testenv.WithMembers(3))
 	const prefix = "/test/outage/"

@@ -23,7 +23,7 @@ import (
 )
 
 func TestAPIServerReadyNamesFailingChecks(t *testing.T) {
-	settle(t)
+	testenv.AwaitNoLeaks(t)
 	c := testenv.NewCluster(t)
 	p := testenv.NewProxyFor(t, c.Member(0).Endpoint())
 	a := testenv.NewAPIServer(t, testenv.WithEtcd(c), testenv.WithEtcdServers("http://"+p.Addr()))

@@ -18,7 +18,7 @@ import (
 )
 
 func TestEtcdHealthyLosesQuorum(t *testing.T) {
-	settle(t)
+	testenv.AwaitNoLeaks(t)
 	c := testenv.NewCluster(t, testenv.WithMembers(3))
 	ctx := testCtx(t)
 	check := readiness.EtcdHealthy(c.Client(), readiness.WithMemberQuorum())
@@ -67,7 +67,7 @@ func TestEtcdHealthyLosesQuorum(t *testing.T) {
 }
 
 func TestEtcdHealthyAlarm(t *testing.T) {
-	settle(t)
+	testenv.AwaitNoLeaks(t)
 	c := testenv.NewCluster(t)
 	ctx := testCtx(t)
 	cli := c.Client()

@@ -21,23 +21,6 @@ func TestMain(m *testing.M) {
 // timing assertion: nothing should come close to it.
 const guard = 90 * time.Second
 
-// settle makes the test wait, after all its later-registered cleanups (so
-// after its servers have stopped), until every goroutine started since the
-// call has ended, and fails it if some never do. Call it before starting
-// servers. Besides pinning a leak on the test that caused it, it absorbs a
-// harness quirk: a multi-member embedded etcd's peer HTTP connections
-// outlive Cluster.Close by a few seconds, longer than goleak's retries in
-// TestMain wait.
-func settle(t testing.TB) {
-	t.Helper()
-	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() {
-		testenv.Eventually(t, 30*time.Second, 100*time.Millisecond, func() error {
-			return goleak.Find(append(testenv.LeakOptions(), ignore)...)
-		})
-	})
-}
-
 // testCtx returns a context that ends at the guard or with the test.
 func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), guard)

@@ -103,7 +103,7 @@ func failsWith(parts ...string) func(readiness.Attempt) bool {
 var tenMinutes = constant(10 * time.Minute)
 
 func TestStaticPodReadyHashChange(t *testing.T) {
-	settle(t)
+	testenv.AwaitNoLeaks(t)
 	a := testenv.NewAPIServer(t)
 	ctx := testCtx(t)
 	cs, err := a.Clientset()
@@ -147,7 +147,7 @@ func TestStaticPodReadyHashChange(t *testing.T) {
 }
 
 func TestStaticPodReadyLeastPrivilege(t *testing.T) {
-	settle(t)
+	testenv.AwaitNoLeaks(t)
 	a := testenv.NewAPIServer(t)
 	ctx := testCtx(t)
 	admin, err := a.Clientset()

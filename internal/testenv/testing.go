@@ -95,3 +95,18 @@ func LeakOptions() []goleak.Option {
 		goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
 	}
 }
+
+// AwaitNoLeaks, called at the start of a test before it starts any server,
+// makes the test's cleanup wait until every goroutine started since the call
+// has ended, and fail the test naming them if some are still there after 30
+// s. It pins a leak on the test that caused it, where goleak in TestMain can
+// only say that the package leaked.
+func AwaitNoLeaks(t testing.TB) {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		Eventually(t, 30*time.Second, 100*time.Millisecond, func() error {
+			return goleak.Find(append(LeakOptions(), ignore)...)
+		})
+	})
+}
