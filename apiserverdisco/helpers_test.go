@@ -328,4 +328,3 @@ func (c *rpcCounter) snapshot() (ranges, watchOpens, watchMsgs int) {
 }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
-
