@@ -24,22 +24,11 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, testenv.LeakOptions()...)
 }
 
-// newCluster is testenv.NewCluster plus a leak check of its own: after the
-// cluster is closed, it waits until every goroutine the test started has
-// ended. etcd's peer HTTP server gives its connections one second to close
-// on shutdown, while rafthttp reads with a five-second deadline, so an
-// in-flight peer request between two members (e.g. the version probes a
-// multi-member cluster makes every four seconds) outlives Cluster.Close
-// by up to five seconds — longer than goleak.VerifyTestMain waits.
-// Awaiting it here keeps TestMain's check strict and names the test.
+// newCluster is testenv.NewCluster with a per-test leak check, so a leak
+// is pinned on the test that caused it.
 func newCluster(t testing.TB, opts ...testenv.ClusterOption) *testenv.Cluster {
 	t.Helper()
-	baseline := goleak.IgnoreCurrent()
-	t.Cleanup(func() {
-		testenv.Eventually(t, 20*time.Second, 100*time.Millisecond, func() error {
-			return goleak.Find(append(testenv.LeakOptions(), baseline)...)
-		})
-	})
+	testenv.AwaitNoLeaks(t)
 	return testenv.NewCluster(t, opts...)
 }
 

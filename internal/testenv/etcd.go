@@ -31,6 +31,7 @@ type clusterConfig struct {
 	snapshotCnt uint64
 	dir         string
 	names       []string
+	laxReconfig bool
 }
 
 // WithMembers sets the number of initial voting members (default 1).
@@ -49,6 +50,13 @@ func WithMaxLearners(n int) ClusterOption { return func(c *clusterConfig) { c.ma
 // WithSnapshotCount sets how many applied entries trigger a snapshot; a low
 // value makes a joining member catch up through a snapshot transfer.
 func WithSnapshotCount(n uint64) ClusterOption { return func(c *clusterConfig) { c.snapshotCnt = n } }
+
+// WithStrictReconfigCheck(false) turns off etcd's --strict-reconfig-check
+// (on by default), which refuses membership changes that would leave the
+// cluster without a started quorum.
+func WithStrictReconfigCheck(on bool) ClusterOption {
+	return func(c *clusterConfig) { c.laxReconfig = !on }
+}
 
 // WithNames names the initial members (default m0, m1, ...); it also sets
 // their number.
@@ -432,6 +440,7 @@ func (m *Member) config() (*embed.Config, error) {
 	cfg.InitialClusterToken = c.token
 	cfg.ClusterState = m.state
 	cfg.UnsafeNoFsync = true
+	cfg.StrictReconfigCheck = !c.cfg.laxReconfig
 	cfg.TickMs, cfg.ElectionMs = 50, 500
 	cfg.Logger = "zap"
 	cfg.LogLevel = "info"

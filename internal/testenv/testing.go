@@ -100,7 +100,9 @@ func LeakOptions() []goleak.Option {
 // makes the test's cleanup wait until every goroutine started since the call
 // has ended, and fail the test naming them if some are still there after 30
 // s. It pins a leak on the test that caused it, where goleak in TestMain can
-// only say that the package leaked.
+// only say that the package leaked. Call it in top-level tests only: in a
+// subtest it would also count goroutines that the parent's still-running
+// servers start.
 func AwaitNoLeaks(t testing.TB) {
 	t.Helper()
 	ignore := goleak.IgnoreCurrent()
