@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
@@ -43,7 +46,7 @@ func (d *demo) joinMembers(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		mgr, err := etcdmember.New(client, etcdmember.WithRPCTimeout(2*time.Second))
+		mgr, err := etcdmember.New(client, etcdmember.WithRPCTimeout(2*time.Second), etcdmember.WithLogger(d.logger(node, "etcd join")))
 		if err != nil {
 			return err
 		}
@@ -71,6 +74,14 @@ func (d *demo) joinMembers(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// logger puts a package's log lines (its state changes, each logged once)
+// on the timeline.
+func (d *demo) logger(node, step string) logr.Logger {
+	return funcr.New(func(_, args string) {
+		d.tl.Record(node, step, "log", strings.TrimPrefix(args, `"level"=0 `))
+	}, funcr.Options{})
 }
 
 // joinClient returns the client the joining node's manager uses: the shared
