@@ -77,18 +77,28 @@ func KubeAPIServerBinary(ctx context.Context, logf func(format string, args ...a
 	return bin, nil
 }
 
-// toolsModuleDir finds internal/testenv/apiserverbuild next to this source
-// file (tests and `go run` in the repository keep source paths).
+// toolsModuleDir finds internal/testenv/apiserverbuild: next to this source
+// file (tests and `go run` keep source paths), or else above the working
+// directory (a -trimpath build run inside the repository).
 func toolsModuleDir() (string, error) {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("testenv: cannot locate the apiserverbuild module")
+	var candidates []string
+	if _, file, _, ok := runtime.Caller(0); ok {
+		candidates = append(candidates, filepath.Join(filepath.Dir(file), "apiserverbuild"))
 	}
-	dir := filepath.Join(filepath.Dir(file), "apiserverbuild")
-	if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
-		return "", fmt.Errorf("testenv: apiserverbuild module not found at %s (set %s): %w", dir, EnvKubeAPIServer, err)
+	if wd, err := os.Getwd(); err == nil {
+		for dir := wd; ; dir = filepath.Dir(dir) {
+			candidates = append(candidates, filepath.Join(dir, "internal", "testenv", "apiserverbuild"))
+			if filepath.Dir(dir) == dir {
+				break
+			}
+		}
 	}
-	return dir, nil
+	for _, dir := range candidates {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+	}
+	return "", fmt.Errorf("testenv: the apiserverbuild module was not found (looked in %v); run inside the kubeboot repository or set %s", candidates[:min(2, len(candidates))], EnvKubeAPIServer)
 }
 
 func checkExecutable(p string) error {
