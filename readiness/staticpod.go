@@ -66,7 +66,11 @@ func WithHashChangedFrom(old string) PodOption {
 // The check is a Watcher: under Wait it watches that one pod (list and
 // watch with the field selector metadata.name=<name>, re-established when
 // the server closes it) and re-checks on every change, so Wait reacts in
-// milliseconds and its backoff is only the floor. Each check is one GET.
+// milliseconds and its backoff is only the floor. A broken watch is retried
+// with a backoff capped at 2 s (3 s with jitter), because the pod watched
+// is often the apiserver's own: after that apiserver restarts, the watch
+// is back within seconds, however long Wait's backoff floor. Each check
+// is one GET.
 //
 // RBAC: get, list and watch on pods in namespace (a Role is enough).
 // 401/403 failures wrap ErrAccessDenied.
@@ -199,9 +203,30 @@ func containerState(st corev1.ContainerState) string {
 	return ""
 }
 
+// podWatchRetryMax caps the delay before re-establishing a broken pod
+// watch. It is short because the watch is what makes Wait react when its
+// backoff floor is long, and the pod watched is often the apiserver's
+// own: the watch breaks exactly when that apiserver restarts, and must be
+// back soon after it is. One list and one watch of a single pod every
+// couple of seconds is cheap.
+const podWatchRetryMax = 2 * time.Second
+
+// newPodWatchRetry returns the backoff between attempts to re-establish
+// the pod watch: from 100 ms, doubling, capped at podWatchRetryMax (plus
+// up to half of it in jitter), never giving up.
+func newPodWatchRetry() backoff.BackOff {
+	return backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(100*time.Millisecond),
+		backoff.WithMultiplier(2),
+		backoff.WithRandomizationFactor(0.5),
+		backoff.WithMaxInterval(podWatchRetryMax),
+		backoff.WithMaxElapsedTime(0),
+	)
+}
+
 // Watch lists and watches the one pod until ctx ends, calling changed
-// after every (re-)list and on every event. Failures are retried with a
-// capped exponential backoff.
+// after every (re-)list and on every event. Failures are retried with an
+// exponential backoff capped at podWatchRetryMax.
 func (p *podCheck) Watch(ctx context.Context, changed func()) error {
 	if p.bad != nil {
 		return p.bad
@@ -209,11 +234,7 @@ func (p *podCheck) Watch(ctx context.Context, changed func()) error {
 	log := logr.FromContextOrDiscard(ctx).WithValues("pod", p.ns+"/"+p.name)
 	pods := p.c.CoreV1().Pods(p.ns)
 	selector := fields.OneTermEqualSelector("metadata.name", p.name).String()
-	retry := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(100*time.Millisecond),
-		backoff.WithMaxInterval(30*time.Second),
-		backoff.WithMaxElapsedTime(0),
-	)
+	retry := newPodWatchRetry()
 	for {
 		err := p.watchOnce(ctx, pods, selector, changed, retry)
 		if ctx.Err() != nil {
