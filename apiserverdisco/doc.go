@@ -26,9 +26,13 @@
 //   - "Not yet set" is a waiting state (WaitForAddresses waits through it)
 //     and is never logged as an error.
 //   - A non-empty set is never replaced by an empty one because of a
-//     failure, a restart or a re-list; an empty set is delivered only when
-//     the keys were seen to go away, and optionally only after a hold-down
-//     (WithEmptyHoldDown).
+//     failure, a restart or a re-list; an empty set is delivered only by
+//     EtcdPrefix, when the keys were seen to go away, and optionally only
+//     after a hold-down (WithEmptyHoldDown). LegacyKey and EndpointSlices
+//     never deliver an empty set: an empty legacy value, or EndpointSlices
+//     without a ready endpoint (what a single apiserver leaves behind
+//     while it restarts gracefully), mean "not yet set" and keep the last
+//     good set.
 //   - Removals are debounced (WithDebounce), so a flapping apiserver yields
 //     one update; additions are delivered at once. Sets are sorted,
 //     de-duplicated and delivered only when they changed.

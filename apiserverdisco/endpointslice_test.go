@@ -108,9 +108,27 @@ func TestEndpointSliceSource(t *testing.T) {
 
 	// A slice goes away.
 	require.NoError(t, slices.Delete(ctx, "kubernetes-a", metav1.DeleteOptions{}))
-	rec.waitSet(t, "[2001:db8::10]:443")
+	last := rec.waitSet(t, "[2001:db8::10]:443")
+
+	// The last ready endpoint goes away, as when a single apiserver shuts
+	// down gracefully: that is "not yet set", never an empty delivery. A
+	// new ready endpoint then proves the watcher got past that update: its
+	// Snapshot must be the very next delivery (Version counts deliveries,
+	// so a skipped empty one would show as a gap).
+	b, err := slices.Get(ctx, "kubernetes-b", metav1.GetOptions{})
+	require.NoError(t, err)
+	b.Endpoints[0].Conditions.Ready = ptrTo(false)
+	b, err = slices.Update(ctx, b, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	b.Endpoints = append(b.Endpoints, endpoint("2001:db8::11", ptrTo(true)))
+	_, err = slices.Update(ctx, b, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	next := rec.waitSet(t, "[2001:db8::11]:443")
+	require.Equal(t, last.Version+1, next.Version, "a set was delivered between the two updates: %v", rec.all())
+	require.Equal(t, []string{"[2001:db8::11]:443"}, w.Current().Addresses)
 
 	for _, s := range rec.all() {
+		require.NotEmpty(t, s.Addresses, "an empty set was delivered")
 		require.NotContains(t, s.Addresses, "192.0.2.99:6443", "a slice of another service was read")
 		require.NotContains(t, s.Addresses, "192.0.2.20:6443", "a slice without a usable port was read")
 	}

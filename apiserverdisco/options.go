@@ -156,7 +156,8 @@ func WithDebounce(d time.Duration) Option {
 
 // WithEmptyHoldDown makes a Watcher deliver an empty set (every key really
 // deleted or expired) only after it has stayed empty for d (default 0: the
-// debounce alone). Negative is an error. NewWatcher only.
+// debounce alone). Only EtcdPrefix delivers empty sets; LegacyKey and
+// EndpointSlices never do. Negative is an error. NewWatcher only.
 func WithEmptyHoldDown(d time.Duration) Option {
 	return func(o *options) error {
 		o.only(forWatch, "WithEmptyHoldDown")

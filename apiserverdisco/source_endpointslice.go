@@ -31,10 +31,16 @@ const (
 // "https", or its only port. A slice without a usable port, or an
 // address that is not valid, is skipped and reported.
 //
-// Until the informer has synced, and while no slice has ever held a ready
-// endpoint, the set is "not yet set". It needs list and watch on
-// endpointslices.discovery.k8s.io in namespace default (see the package
-// documentation).
+// Until the informer has synced, and whenever no slice holds a ready
+// endpoint, the set is "not yet set" and the last good set is kept: this
+// source never delivers an empty set. An apiserver that shuts down
+// gracefully removes its own address from these slices, so with a single
+// apiserver the slices are briefly empty on every restart; delivering
+// that would replace every endpoint a client has (k3s #11934). A
+// watcher that must see "no apiserver at all" uses EtcdPrefix.
+//
+// It needs list and watch on endpointslices.discovery.k8s.io in namespace
+// default (see the package documentation).
 func EndpointSlices(client kubernetes.Interface) Source {
 	name := fmt.Sprintf("EndpointSlices of service %s/%s", kubernetesNamespace, kubernetesService)
 	if client == nil {
@@ -128,9 +134,13 @@ func (r *sliceReader) emit(objs []any, s *sink) {
 		seen[es.Name] = es.ResourceVersion
 	}
 	r.reported = seen
-	// The informer's cache mirrors the apiserver: an empty set here was
-	// observed, not caused by a failure. Before anything was delivered the
-	// Watcher treats it as "not yet set".
+	// No ready endpoint is what a gracefully stopping apiserver leaves
+	// behind (its lease reconciler removes its own address), not proof that
+	// no apiserver will serve: keep the last good set (see EndpointSlices).
+	if len(addrs) == 0 {
+		s.notYetSet("no EndpointSlice of service default/kubernetes has a ready endpoint")
+		return
+	}
 	s.set(addrs)
 }
 

@@ -27,7 +27,7 @@ type Snapshot struct {
 // once, removals debounced (WithDebounce). It never replaces a non-empty
 // set with an empty one because of a failure, a restart or a re-list; an
 // empty set is delivered only when the keys were seen to go away (and,
-// with WithEmptyHoldDown, stayed away).
+// with WithEmptyHoldDown, stayed away), which only EtcdPrefix reports.
 //
 // Delivery is pull-based: Next blocks until a set newer than the one it
 // last returned is available and returns the latest one, so a slow
