@@ -120,3 +120,19 @@ func TestFromPBSkipsGarbage(t *testing.T) {
 	require.Len(t, got, 1)
 	require.False(t, sharesPeerURL(got[0], []string{"http://h:1"}), "garbage URLs match nothing")
 }
+
+func TestEvictionEvidence(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		p    Progress
+		want bool
+	}{
+		{"never started", Progress{}, true},
+		{"behind the leader", Progress{Started: true, learnerOK: true, leaderOK: true, LearnerApplied: 5, LeaderApplied: 100}, true},
+		{"level with an idle leader", Progress{Started: true, learnerOK: true, leaderOK: true, LearnerApplied: 100, LeaderApplied: 100}, false},
+		{"leader unreadable", Progress{Started: true, learnerOK: true, LearnerApplied: 5}, false},
+		{"learner unreachable", Progress{Started: true, leaderOK: true, LeaderApplied: 100}, false},
+	} {
+		require.Equal(t, tc.want, evictionEvidence(tc.p), tc.name)
+	}
+}

@@ -155,8 +155,10 @@ func WithMaxPromotionsPerPass(n int) Option {
 
 // WithEvictStalledAfter makes PromoteReady remove learners that have made
 // no progress for d (it should be longer than the stall timeout): learners
-// that never started, and started ones whose applied index was read and
-// did not move — not ones whose client URL cannot be reached from here.
+// that never started, and started ones whose applied index did not move
+// while it stayed behind the leader's (both indices read) — not ones whose
+// client URL cannot be reached from here, nor ones whose leader's index
+// could not be read (an idle cluster gives a learner nothing to apply).
 // Without it, PromoteReady only reports stalled learners. d must be
 // positive.
 func WithEvictStalledAfter(d time.Duration) Option {

@@ -75,11 +75,7 @@ func (m *Manager) PromoteReady(ctx context.Context) (PassReport, error) {
 
 		if stalled(p, m.opt.stallTimeout) {
 			rep.Stalled = append(rep.Stalled, l.ID)
-			// Evict only on evidence: a learner that never started, or
-			// one whose index was read and has not moved. One that cannot
-			// be reached from here may be fine.
-			evidence := !p.Started || p.learnerOK
-			if m.opt.evictAfter > 0 && p.NoProgressFor >= m.opt.evictAfter && evidence {
+			if m.opt.evictAfter > 0 && p.NoProgressFor >= m.opt.evictAfter && evictionEvidence(p) {
 				log.Info("removing stalled learner", "id", hex(l.ID), "name", l.Name, "noProgressFor", p.NoProgressFor, "learnerApplied", p.LearnerApplied, "leaderApplied", p.LeaderApplied)
 				if err := m.removeLearner(ctx, l.ID); err != nil {
 					errs = append(errs, err)
@@ -109,6 +105,18 @@ func (m *Manager) PromoteReady(ctx context.Context) (PassReport, error) {
 		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// evictionEvidence reports whether a stalled reading is evidence enough to
+// remove the learner: it never started, or both indices were read and the
+// learner is behind the leader. A learner that cannot be reached from
+// here may be fine, and one whose leader could not be read may simply sit
+// in an idle cluster with nothing to apply: neither is evicted.
+func evictionEvidence(p Progress) bool {
+	if !p.Started {
+		return true
+	}
+	return p.learnerOK && p.leaderOK && p.LeaderApplied > p.LearnerApplied
 }
 
 // removeLearner sends one MemberRemove for a learner; not found is success.
