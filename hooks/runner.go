@@ -118,7 +118,9 @@ func (r *Runner) Add(hooks ...Hook) error {
 //
 // Run blocks until every started hook has returned, so no goroutine of the
 // run outlives it. When ctx ends, in-flight hooks and gates see their
-// context end and Run returns as soon as they have returned.
+// context end, no further gate or attempt starts, and Run returns as soon
+// as they have returned. A hook stopped before its first attempt is
+// Canceled with Attempts 0.
 //
 // Run returns nil if every hook succeeded, and otherwise a *RunError that
 // lists every failed hook with its error, every skipped hook with the

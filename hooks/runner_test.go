@@ -260,6 +260,98 @@ func TestAbortCancelsInFlight(t *testing.T) {
 	assert.Contains(t, msg, `hook "d" skipped: dependency "b" failed`)
 }
 
+// Abort starts nothing more: a hook whose gate opens once the run has
+// been aborted does not run, whether the gate opens because it saw the
+// abort or because its context ended.
+func TestAbortStartsNothingMore(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		gate func(ctx context.Context, aFailed <-chan struct{}) error
+	}{{
+		name: "gate opens after the abort",
+		gate: func(ctx context.Context, aFailed <-chan struct{}) error {
+			// Deaf to ctx: opens when the observer has seen a fail.
+			return await(context.Background(), aFailed, "a to fail")
+		},
+	}, {
+		name: "gate opens as its context ends",
+		gate: func(ctx context.Context, _ <-chan struct{}) error {
+			<-ctx.Done()
+			return nil
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			aFailed := rec.when("a", hooks.EventFailed)
+			r := newRunner(t, hooks.WithObserver(rec.observe))
+			bGate := make(chan struct{})
+			var bRan atomic.Bool
+			require.NoError(t, r.Add(
+				hooks.Hook{Name: "a", Run: func(ctx context.Context) error {
+					if err := await(ctx, bGate, "b's gate to be called"); err != nil {
+						return err
+					}
+					return errBoom
+				}},
+				hooks.Hook{
+					Name: "b",
+					Gate: func(ctx context.Context) error {
+						close(bGate)
+						return tc.gate(ctx, aFailed)
+					},
+					Run: func(context.Context) error { bRan.Store(true); return nil },
+				},
+			))
+
+			err := r.Run(context.Background())
+
+			assert.False(t, bRan.Load(), "b ran after a aborted the run")
+			re := runError(t, err)
+			assert.ErrorIs(t, re.Cause, hooks.ErrAborted)
+			b := byName(re.Report)["b"]
+			require.Equal(t, hooks.Canceled, b.State)
+			assert.Zero(t, b.Attempts)
+			assert.ErrorIs(t, b.Err, hooks.ErrAborted)
+			assert.ErrorIs(t, b.Err, context.Canceled)
+			assert.EqualError(t, b.Err, `hook "b" canceled: attempt 1 not started: run aborted: hook "a" failed: attempt 1: boom (context canceled)`)
+			assert.Equal(t, []string{"gate-waiting/1", "canceled/0"}, kinds(rec.of("b")))
+		})
+	}
+}
+
+// A run whose context has already ended calls no Gate and no Run.
+func TestCanceledContextStartsNothing(t *testing.T) {
+	for _, limit := range []int{0, 1} {
+		t.Run(fmt.Sprint("concurrency ", limit), func(t *testing.T) {
+			rec := newRecorder()
+			r := newRunner(t, hooks.WithObserver(rec.observe), hooks.WithConcurrency(limit))
+			var calls atomic.Int32
+			call := func(context.Context) error { calls.Add(1); return nil }
+			require.NoError(t, r.Add(
+				hooks.Hook{Name: "a", Run: call},
+				hooks.Hook{Name: "b", Gate: call, Run: call},
+				hooks.Hook{Name: "c", After: []string{"a"}, Run: call},
+			))
+			ctx, cancel := context.WithCancelCause(context.Background())
+			errShutdown := errors.New("shutting down")
+			cancel(errShutdown)
+
+			err := r.Run(ctx)
+
+			assert.Zero(t, calls.Load(), "a Gate or Run was called")
+			re := runError(t, err)
+			assert.ErrorIs(t, re.Cause, errShutdown)
+			for _, h := range re.Report.Hooks {
+				assert.Equal(t, hooks.Canceled, h.State, h.Name)
+				assert.Zero(t, h.Attempts, h.Name)
+				assert.ErrorIs(t, h.Err, context.Canceled, h.Name)
+				assert.Equal(t, []string{"canceled/0"}, kinds(rec.of(h.Name)), h.Name)
+			}
+			assert.Contains(t, err.Error(), `hook "a" canceled: attempt 1 not started: shutting down (context canceled)`)
+		})
+	}
+}
+
 func TestContinuePolicy(t *testing.T) {
 	rec := newRecorder()
 	bFailed := rec.when("b", hooks.EventFailed)
@@ -515,7 +607,9 @@ func TestTimeoutPerAttempt(t *testing.T) {
 func TestContextCanceledReportsPending(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r := newRunner(t)
+	rec := newRecorder()
+	doneSucceeded := rec.when("done", hooks.EventSucceeded)
+	r := newRunner(t, hooks.WithObserver(rec.observe))
 	aStarted, gateCalled := make(chan struct{}), make(chan struct{})
 	require.NoError(t, r.Add(
 		hooks.Hook{Name: "done", Run: ok},
@@ -535,6 +629,7 @@ func TestContextCanceledReportsPending(t *testing.T) {
 	errc := runAsync(ctx, r)
 	mustAwait(t, aStarted, "a to start")
 	mustAwait(t, gateCalled, "c's gate")
+	mustAwait(t, doneSucceeded, `"done" to succeed`)
 	cancel()
 	err := result(t, errc)
 
@@ -649,7 +744,10 @@ func TestConcurrencyLimit(t *testing.T) {
 				ran++
 			case 0:
 				heldBack++
-				assert.ErrorContains(t, h.Err, "waiting for a concurrency slot", h.Name)
+				// Stopped in the slot wait, or before it if its
+				// goroutine got there only after the cancel.
+				assert.ErrorContains(t, h.Err, "attempt 1 not started", h.Name)
+				assert.ErrorIs(t, h.Err, context.Canceled, h.Name)
 			}
 		}
 		assert.Equal(t, limit, ran)

@@ -46,23 +46,43 @@ func (r *Runner) releaseLocked(ctx context.Context, i int) {
 	})
 }
 
-// enter moves hook i to a non-final state and emits an event of kind, if
-// kind is not zero. It returns the Runner's clock at the transition.
-func (r *Runner) enter(i int, state State, act activity, attempt int, kind EventKind) time.Time {
+// enter moves hook i to Waiting, doing act before attempt, and emits an
+// event of kind, if kind is not zero. It returns the Runner's clock at the
+// transition.
+func (r *Runner) enter(i int, act activity, attempt int, kind EventKind) time.Time {
 	var evs []Event
 	r.mu.Lock()
 	now := r.now()
 	s := &r.st[i]
-	s.state, s.act = state, act
-	if state == Running {
-		s.attempts = attempt
-	}
+	s.state, s.act = Waiting, act
 	if kind != 0 {
 		evs = r.eventLocked(evs, Event{Time: now, Hook: r.hooks[i].Name, Kind: kind, Attempt: attempt})
 	}
 	r.mu.Unlock()
 	r.emit(evs)
 	return now
+}
+
+// begin moves hook i to Running for attempt and emits EventStarted, unless
+// the run has stopped: then it changes nothing and returns why (see
+// stopped). It checks under mu, which a hook that aborts the run holds
+// while it cancels the run's context, so that no attempt starts after an
+// abort: an attempt either started before it, and sees its context end, or
+// does not start. It returns the Runner's clock at the transition.
+func (r *Runner) begin(ctx context.Context, i, attempt int) (time.Time, error) {
+	var evs []Event
+	r.mu.Lock()
+	if err := stopped(ctx); err != nil {
+		r.mu.Unlock()
+		return time.Time{}, err
+	}
+	now := r.now()
+	s := &r.st[i]
+	s.state, s.act, s.attempts = Running, actRun, attempt
+	evs = r.eventLocked(evs, Event{Time: now, Hook: r.hooks[i].Name, Kind: EventStarted, Attempt: attempt})
+	r.mu.Unlock()
+	r.emit(evs)
+	return now, nil
 }
 
 // retrying records that attempt failed with err and is retried after delay.

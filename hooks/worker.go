@@ -34,10 +34,22 @@ func (r *Runner) work(ctx context.Context, i int) {
 		r.settle(ctx, i, attempt, err)
 	}
 
+	// notStarted finishes the hook, Canceled, without calling Run for
+	// attempt: the run stopped before it could start.
+	notStarted := func(why error) {
+		err := fmt.Errorf("attempt %d not started: %w", attempt, why)
+		attempt-- // Run was not called
+		finish(err)
+	}
+
 	policy := retryPolicy(h)
 	for attempt = 1; ; attempt++ {
+		if err := stopped(ctx); err != nil {
+			notStarted(err)
+			return
+		}
 		if h.Gate != nil {
-			t0 := r.enter(i, Waiting, actGate, attempt, EventGateWaiting)
+			t0 := r.enter(i, actGate, attempt, EventGateWaiting)
 			err := r.call(ctx, h.Name, "gate", h.Gate)
 			r.spent(i, actGate, t0)
 			if err != nil {
@@ -47,16 +59,28 @@ func (r *Runner) work(ctx context.Context, i int) {
 			}
 		}
 		if r.sem != nil {
-			r.enter(i, Waiting, actSlot, attempt, 0)
+			r.enter(i, actSlot, attempt, 0)
 			if err := r.sem.Acquire(ctx, 1); err != nil {
-				attempt--
-				finish(fmt.Errorf("waiting for a concurrency slot: %w", err))
+				if why := stopped(ctx); why != nil {
+					err = why
+				}
+				notStarted(fmt.Errorf("waiting for a concurrency slot: %w", err))
 				return
 			}
 			holding = true
 		}
-		t0 := r.enter(i, Running, actRun, attempt, EventStarted)
-		err := r.attempt(ctx, h)
+		// The gate may have opened, or the slot come free, as the run
+		// stopped: begin checks again, and starts nothing once it has.
+		t0, err := r.begin(ctx, i, attempt)
+		if err != nil {
+			if holding {
+				r.sem.Release(1)
+				holding = false
+			}
+			notStarted(err)
+			return
+		}
+		err = r.attempt(ctx, h)
 		r.spent(i, actRun, t0)
 		if holding {
 			r.sem.Release(1)
@@ -78,7 +102,7 @@ func (r *Runner) work(ctx context.Context, i int) {
 		}
 		r.retrying(i, attempt, err, delay)
 		if !sleep(ctx, delay) {
-			finish(fmt.Errorf("waiting to retry after %w: %w", err, ctx.Err()))
+			finish(fmt.Errorf("waiting to retry after %w: %w", err, stopped(ctx)))
 			return
 		}
 	}
@@ -127,17 +151,30 @@ func retryPolicy(h *Hook) backoff.BackOff {
 	return &backoff.StopBackOff{}
 }
 
-// sleep waits for d, reporting false if ctx ended first.
+// sleep waits for d, reporting false if ctx ended first or by the time d
+// passed (select picks at random when both are ready).
 func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
+	return ctx.Err() == nil
+}
+
+// stopped returns nil while the run goes on and, once it has stopped, why:
+// ctx.Err() together with context.Cause(ctx) when the cause says more (a
+// hook aborted the run, or Run's context was cancelled with a cause).
+func stopped(ctx context.Context) error {
+	err := ctx.Err()
+	if err == nil {
+		return nil
 	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, err) {
+		return fmt.Errorf("%w (%w)", cause, err)
+	}
+	return err
 }
