@@ -69,7 +69,7 @@ func runSliceSource(ctx context.Context, client kubernetes.Interface, s *sink) e
 	var synced atomic.Bool
 	emit := func() {
 		if synced.Load() {
-			r.emit(inf.GetStore().List(), s)
+			r.emit(inf.GetStore().List, s)
 		}
 	}
 	reg, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -97,9 +97,15 @@ type sliceReader struct {
 	reported map[string]string // slice name → resourceVersion already reported
 }
 
-func (r *sliceReader) emit(objs []any, s *sink) {
+// emit reports the set the informer's store holds now. It lists the store
+// under r.mu, so that of two concurrent calls (a handler's and the one
+// after the sync) the one that reports last also read last: a list taken
+// before the lock could be older than the one already reported, and would
+// replace a newer set with a stale one.
+func (r *sliceReader) emit(list func() []any, s *sink) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	objs := list()
 	var addrs []string
 	seen := make(map[string]string, len(objs))
 	for _, obj := range objs {
