@@ -42,7 +42,9 @@ func (m *Manager) AddLearner(ctx context.Context, name string, peerURLs []string
 // member and returns the member list it decided from. A member counts as
 // added by this call if it was absent from the list read before this
 // call's MemberAddAsLearner and present after it, whether the RPC's reply
-// arrived or not.
+// arrived or not — and, when the reply did not arrive, only if it is still
+// an unstarted learner: the caller has not started it yet, so a member
+// found started (or a voter) is someone else's.
 func (m *Manager) addLearner(ctx context.Context, name string, peerURLs []string) (Member, bool, []Member, error) {
 	if name == "" {
 		return Member{}, false, nil, invalid("empty member name")
@@ -76,10 +78,13 @@ func (m *Manager) addLearner(ctx context.Context, name string, peerURLs []string
 			if existing.Name != "" && existing.Name != name {
 				return Member{}, false, members, &ConflictError{Name: name, PeerURLs: urls, Existing: existing, SameURL: true}
 			}
-			if !ambiguous {
+			// After an ambiguous add, only an unstarted learner can be
+			// this call's: nothing has started the member yet.
+			added := ambiguous && !existing.Started() && existing.IsLearner
+			if !added {
 				log.info("exists", "member already in the cluster", "id", hex(existing.ID), "learner", existing.IsLearner)
 			}
-			return existing, ambiguous, members, nil
+			return existing, added, members, nil
 		}
 		if stale, ok := byName(members, name); ok {
 			if !m.opt.replaceStale {
