@@ -121,6 +121,13 @@ func (rec *recorder) when(hook string, kind hooks.EventKind) <-chan struct{} {
 	return ch
 }
 
+// all returns every event, in order.
+func (rec *recorder) all() []hooks.Event {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return append([]hooks.Event(nil), rec.events...)
+}
+
 // of returns the events of one hook, in order.
 func (rec *recorder) of(hook string) []hooks.Event {
 	rec.mu.Lock()

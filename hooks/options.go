@@ -33,9 +33,12 @@ func WithConcurrency(n int) Option {
 
 // WithObserver has the Runner call f with every Event of the run. Calls are
 // made from the Runner's goroutines, one at a time (never concurrently),
-// and a hook's own events arrive in order. f must not block for long: the
-// hook that emitted the event waits for it. f may call the Runner's Check
-// and Report methods. A nil f is an error.
+// in causal order: a hook's own events in order, a hook's EventSucceeded
+// before any event of a hook it released, and a hook's EventFailed before
+// the skips and cancellations it caused. f must not block for long: the
+// hook that emitted the event, and any other hook with an event to emit,
+// waits for it. f may call the Runner's Check and Report methods. A nil f
+// is an error.
 func WithObserver(f func(Event)) Option {
 	return func(o *options) error {
 		if f == nil {

@@ -40,7 +40,8 @@ type Runner struct {
 	end    time.Time // set, with done, when Run concludes
 	done   bool
 
-	obsMu sync.Mutex // serializes observer calls
+	events []Event    // guarded by mu: recorded, not yet emitted
+	obsMu  sync.Mutex // serializes observer calls; taken before mu
 }
 
 // New returns a Runner with the given options. It returns an error, naming
@@ -170,7 +171,6 @@ func (r *Runner) Run(ctx context.Context) error {
 // conclude marks every hook that never got to finish as Canceled, freezes
 // the report, and builds Run's result.
 func (r *Runner) conclude(ctx context.Context) error {
-	var evs []Event
 	var cause error
 	r.mu.Lock()
 	if ctx.Err() != nil {
@@ -186,12 +186,12 @@ func (r *Runner) conclude(ctx context.Context) error {
 		if why == nil {
 			why = errors.New("internal error: hook never released")
 		}
-		evs = r.endLocked(evs, i, Canceled, fmt.Errorf("%s: %w", r.describeLocked(i), why))
+		r.endLocked(i, Canceled, fmt.Errorf("%s: %w", r.describeLocked(i), why))
 	}
 	r.end, r.done = r.now(), true
 	rep := r.reportLocked()
 	r.mu.Unlock()
-	r.emit(evs)
+	r.emit()
 
 	for _, h := range rep.Hooks {
 		if h.State != Succeeded {
@@ -243,16 +243,28 @@ func (r *Runner) now() time.Time {
 	return time.Now()
 }
 
-// emit hands events to the observer, one call at a time. It must be called
-// without r.mu held: the observer may call Check or Report.
-func (r *Runner) emit(evs []Event) {
-	if len(evs) == 0 {
+// emit hands the recorded events to the observer, one call at a time and
+// in the order they were recorded, and returns once the events its caller
+// recorded have been handed over, by this call or by another that held
+// obsMu first. It must be called without r.mu held: the observer may call
+// Check or Report.
+func (r *Runner) emit() {
+	if r.opts.observer == nil {
 		return
 	}
 	r.obsMu.Lock()
 	defer r.obsMu.Unlock()
-	for _, ev := range evs {
-		r.opts.observer(ev)
+	for {
+		r.mu.Lock()
+		evs := r.events
+		r.events = nil
+		r.mu.Unlock()
+		if len(evs) == 0 {
+			return
+		}
+		for _, ev := range evs {
+			r.opts.observer(ev)
+		}
 	}
 }
 

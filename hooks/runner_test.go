@@ -810,6 +810,65 @@ func TestObserverEvents(t *testing.T) {
 	assert.Equal(t, `z skipped: hook "z" skipped: dependency "y" failed`, z[0].String())
 }
 
+// The observer sees events in causal order: a hook's success before any
+// event of the hook it released, and an abort before the cancellations it
+// caused. Each case runs many times, since a regression shows only in
+// some interleavings.
+func TestObserverCausalOrder(t *testing.T) {
+	const runs = 200
+	// index returns the position of the first event of hook of kind (of
+	// any kind if kind is 0), failing the test if there is none.
+	index := func(t *testing.T, evs []hooks.Event, hook string, kind hooks.EventKind) int {
+		t.Helper()
+		for k, ev := range evs {
+			if ev.Hook == hook && (kind == 0 || ev.Kind == kind) {
+				return k
+			}
+		}
+		require.Failf(t, "missing event", "no %s %v event in %v", hook, kind, evs)
+		return -1
+	}
+
+	t.Run("a dependency succeeds before its dependant starts", func(t *testing.T) {
+		for range runs {
+			rec := newRecorder()
+			r := newRunner(t, hooks.WithObserver(rec.observe))
+			require.NoError(t, r.Add(
+				hooks.Hook{Name: "a", Run: ok},
+				hooks.Hook{Name: "b", After: []string{"a"}, Gate: ok, Run: ok},
+			))
+			require.NoError(t, r.Run(context.Background()))
+			evs := rec.all()
+			require.Less(t, index(t, evs, "a", hooks.EventSucceeded), index(t, evs, "b", 0),
+				"an event of b came before a succeeded: %v", evs)
+		}
+	})
+
+	t.Run("an abort comes before the cancellations it causes", func(t *testing.T) {
+		for range runs {
+			rec := newRecorder()
+			r := newRunner(t, hooks.WithObserver(rec.observe))
+			bStarted := make(chan struct{})
+			require.NoError(t, r.Add(
+				hooks.Hook{Name: "a", Run: func(ctx context.Context) error {
+					if err := await(ctx, bStarted, "b to start"); err != nil {
+						return err
+					}
+					return errBoom
+				}},
+				hooks.Hook{Name: "b", Run: func(ctx context.Context) error {
+					close(bStarted)
+					return await(ctx, nil, "the run to be aborted")
+				}},
+			))
+			require.Error(t, r.Run(context.Background()))
+			evs := rec.all()
+			require.Less(t, index(t, evs, "a", hooks.EventFailed), index(t, evs, "b", hooks.EventCanceled),
+				"b was canceled before a failed: %v", evs)
+		}
+	})
+}
+
 func TestReportTimings(t *testing.T) {
 	clock := newFakeClock()
 	rec := newRecorder()

@@ -50,16 +50,15 @@ func (r *Runner) releaseLocked(ctx context.Context, i int) {
 // event of kind, if kind is not zero. It returns the Runner's clock at the
 // transition.
 func (r *Runner) enter(i int, act activity, attempt int, kind EventKind) time.Time {
-	var evs []Event
 	r.mu.Lock()
 	now := r.now()
 	s := &r.st[i]
 	s.state, s.act = Waiting, act
 	if kind != 0 {
-		evs = r.eventLocked(evs, Event{Time: now, Hook: r.hooks[i].Name, Kind: kind, Attempt: attempt})
+		r.eventLocked(Event{Time: now, Hook: r.hooks[i].Name, Kind: kind, Attempt: attempt})
 	}
 	r.mu.Unlock()
-	r.emit(evs)
+	r.emit()
 	return now
 }
 
@@ -70,7 +69,6 @@ func (r *Runner) enter(i int, act activity, attempt int, kind EventKind) time.Ti
 // abort: an attempt either started before it, and sees its context end, or
 // does not start. It returns the Runner's clock at the transition.
 func (r *Runner) begin(ctx context.Context, i, attempt int) (time.Time, error) {
-	var evs []Event
 	r.mu.Lock()
 	if err := stopped(ctx); err != nil {
 		r.mu.Unlock()
@@ -79,21 +77,20 @@ func (r *Runner) begin(ctx context.Context, i, attempt int) (time.Time, error) {
 	now := r.now()
 	s := &r.st[i]
 	s.state, s.act, s.attempts = Running, actRun, attempt
-	evs = r.eventLocked(evs, Event{Time: now, Hook: r.hooks[i].Name, Kind: EventStarted, Attempt: attempt})
+	r.eventLocked(Event{Time: now, Hook: r.hooks[i].Name, Kind: EventStarted, Attempt: attempt})
 	r.mu.Unlock()
-	r.emit(evs)
+	r.emit()
 	return now, nil
 }
 
 // retrying records that attempt failed with err and is retried after delay.
 func (r *Runner) retrying(i, attempt int, err error, delay time.Duration) {
-	var evs []Event
 	r.mu.Lock()
 	s := &r.st[i]
 	s.state, s.act, s.lastErr = Waiting, actRetry, err
-	evs = r.eventLocked(evs, Event{Hook: r.hooks[i].Name, Kind: EventAttemptFailed, Attempt: attempt, Delay: delay, Err: err})
+	r.eventLocked(Event{Hook: r.hooks[i].Name, Kind: EventAttemptFailed, Attempt: attempt, Delay: delay, Err: err})
 	r.mu.Unlock()
-	r.emit(evs)
+	r.emit()
 	r.log.Info("hook attempt failed; retrying", "hook", r.hooks[i].Name, "attempt", attempt, "retryIn", delay, "err", err)
 }
 
@@ -115,11 +112,10 @@ func (r *Runner) spent(i int, act activity, t0 time.Time) {
 // and aborts the run if the failed hook's policy says so.
 func (r *Runner) settle(ctx context.Context, i, attempt int, err error) {
 	h := &r.hooks[i]
-	var evs []Event
 	r.mu.Lock()
 	switch {
 	case err == nil:
-		evs = r.endLocked(evs, i, Succeeded, nil)
+		r.endLocked(i, Succeeded, nil)
 		if ctx.Err() == nil {
 			for _, d := range r.graph.dependants[i] {
 				s := &r.st[d]
@@ -130,17 +126,17 @@ func (r *Runner) settle(ctx context.Context, i, attempt int, err error) {
 			}
 		}
 	case ctx.Err() != nil:
-		evs = r.endLocked(evs, i, Canceled, err)
+		r.endLocked(i, Canceled, err)
 	default:
-		evs = r.endLocked(evs, i, Failed, err)
-		evs = r.skipLocked(evs, i)
+		r.endLocked(i, Failed, err)
+		r.skipLocked(i)
 		if h.OnFailure == Abort {
 			r.cancel(fmt.Errorf("%w: %w", ErrAborted, r.st[i].err))
 		}
 	}
 	final := r.st[i].err
 	r.mu.Unlock()
-	r.emit(evs)
+	r.emit()
 
 	switch {
 	case final == nil:
@@ -155,8 +151,8 @@ func (r *Runner) settle(ctx context.Context, i, attempt int, err error) {
 }
 
 // endLocked puts hook i in a final state, with err as its error unless it
-// succeeded, and appends the matching event.
-func (r *Runner) endLocked(evs []Event, i int, state State, err error) []Event {
+// succeeded, and records the matching event.
+func (r *Runner) endLocked(i int, state State, err error) {
 	s := &r.st[i]
 	now := r.now()
 	s.state, s.act = state, actNone
@@ -176,12 +172,12 @@ func (r *Runner) endLocked(evs []Event, i int, state State, err error) []Event {
 			ev.Kind = EventCanceled
 		}
 	}
-	return r.eventLocked(evs, ev)
+	r.eventLocked(ev)
 }
 
 // skipLocked skips every hook that depends, directly or not, on hook
 // failed.
-func (r *Runner) skipLocked(evs []Event, failed int) []Event {
+func (r *Runner) skipLocked(failed int) {
 	stack := []int{failed}
 	for len(stack) > 0 {
 		i := stack[len(stack)-1]
@@ -191,22 +187,24 @@ func (r *Runner) skipLocked(evs []Event, failed int) []Event {
 				continue // already skipped through another dependency
 			}
 			r.st[d].skippedBy = r.hooks[i].Name
-			evs = r.endLocked(evs, d, Skipped, fmt.Errorf("dependency %q %s", r.hooks[i].Name, r.st[i].state))
+			r.endLocked(d, Skipped, fmt.Errorf("dependency %q %s", r.hooks[i].Name, r.st[i].state))
 			stack = append(stack, d)
 		}
 	}
-	return evs
 }
 
-// eventLocked appends ev, stamped, if there is an observer to receive it.
-func (r *Runner) eventLocked(evs []Event, ev Event) []Event {
+// eventLocked records ev, stamped, for emit to hand to the observer, if
+// there is one. Recording under mu puts events in the order of the state
+// changes they report, which is causal order: a hook is released, and its
+// run aborted, under mu.
+func (r *Runner) eventLocked(ev Event) {
 	if r.opts.observer == nil {
-		return evs
+		return
 	}
 	if ev.Time.IsZero() {
 		ev.Time = r.now()
 	}
-	return append(evs, ev)
+	r.events = append(r.events, ev)
 }
 
 // describeLocked says what hook i is doing or did, for Check and for the
