@@ -59,7 +59,8 @@ func WithHealthKey(key string) EtcdOption {
 // concurrent use.
 //
 // etcd authentication (when enabled): Status needs the root role; the
-// read and AlarmList need no particular permission.
+// read and AlarmList need no particular permission. Without the root role
+// every call fails with an error wrapping ErrAccessDenied.
 func EtcdHealthy(c *clientv3.Client, opts ...EtcdOption) Check {
 	e := &etcdCheck{c: c, key: DefaultHealthKey}
 	if c == nil {
@@ -106,9 +107,12 @@ func (e *EtcdError) Error() string {
 	return "etcd not healthy: " + strings.Join(e.Problems, "; ")
 }
 
-// Unwrap returns the failures of the requests behind Problems (the read,
-// the alarm list, the member list), so that errors.Is(err,
-// ErrAccessDenied) and rpctypes comparisons work.
+// Unwrap returns the failures of the requests behind Problems and
+// Unreachable (the Status calls, the read, the alarm list, the member
+// list), each naming its endpoint or member where it has one, so that
+// errors.Is(err, ErrAccessDenied) and rpctypes comparisons work: a user
+// without the root role under etcd authentication gets ErrAccessDenied
+// from Status.
 func (e *EtcdError) Unwrap() []error { return e.errs }
 
 func (e *etcdCheck) Check(ctx context.Context) error {
@@ -146,9 +150,7 @@ func (e *etcdCheck) Check(ctx context.Context) error {
 	res := &EtcdError{}
 	res.Problems = append(res.Problems, leader.problems...)
 	res.Unreachable = leader.unreachable
-	if leader.err != nil {
-		res.errs = append(res.errs, leader.err)
-	}
+	res.errs = append(res.errs, leader.errs...)
 	if readErr != nil {
 		res.Problems = append(res.Problems, fmt.Sprintf("linearizable read of %q failed: %v", e.key, readErr))
 		res.errs = append(res.errs, readErr)
@@ -179,7 +181,7 @@ type leaderResult struct {
 	problems    []string
 	unreachable []string
 	names       map[uint64]string // member names by ID, when listed
-	err         error
+	errs        []error           // the failures behind problems and unreachable
 }
 
 // endpointStatus asks every endpoint of the client for its Status and
@@ -206,11 +208,15 @@ func (e *etcdCheck) endpointStatus(ctx context.Context) leaderResult {
 		})
 	}
 	wg.Wait()
-	var failures []string
+	var (
+		failures []string
+		errs     []error
+	)
 	answered := 0
 	for i, a := range answers {
 		if a.err != nil {
 			failures = append(failures, fmt.Sprintf("%s: %v", eps[i], a.err))
+			errs = append(errs, fmt.Errorf("status of %s: %w", eps[i], a.err))
 			continue
 		}
 		answered++
@@ -219,7 +225,7 @@ func (e *etcdCheck) endpointStatus(ctx context.Context) leaderResult {
 		}
 	}
 	if answered == 0 {
-		return leaderResult{problems: []string{"no endpoint answered Status: " + strings.Join(failures, ", ")}}
+		return leaderResult{problems: []string{"no endpoint answered Status: " + strings.Join(failures, ", ")}, errs: errs}
 	}
 	return leaderResult{problems: []string{fmt.Sprintf("no leader known to the %d of %d endpoint(s) that answered", answered, len(eps))}}
 }
@@ -230,7 +236,7 @@ func (e *etcdCheck) memberStatus(ctx context.Context) leaderResult {
 	ml, err := e.c.MemberList(ctx, clientv3.WithSerializable())
 	if err != nil {
 		err = classifyEtcd(err)
-		return leaderResult{problems: []string{fmt.Sprintf("cannot list members: %v", err)}, err: err}
+		return leaderResult{problems: []string{fmt.Sprintf("cannot list members: %v", err)}, errs: []error{err}}
 	}
 	names := make(map[uint64]string, len(ml.Members))
 	for _, m := range ml.Members {
@@ -238,7 +244,8 @@ func (e *etcdCheck) memberStatus(ctx context.Context) leaderResult {
 	}
 	type answer struct {
 		leader uint64
-		why    string // empty if it answered
+		why    string  // empty if it answered
+		errs   []error // the failures behind why
 	}
 	var voting []int
 	for i, m := range ml.Members {
@@ -267,7 +274,9 @@ func (e *etcdCheck) memberStatus(ctx context.Context) leaderResult {
 					// deadline: a member that is down looks like this.
 					err = fmt.Errorf("no answer before the deadline: %w", err)
 				}
-				whys = append(whys, fmt.Sprintf("at %s: %v", u, classifyEtcd(err)))
+				err = classifyEtcd(err)
+				whys = append(whys, fmt.Sprintf("at %s: %v", u, err))
+				answers[j].errs = append(answers[j].errs, fmt.Errorf("status of member %s at %s: %w", memberLabel(names, m.ID), u, err))
 			}
 			answers[j].why = strings.Join(whys, ", ")
 		})
@@ -281,6 +290,7 @@ func (e *etcdCheck) memberStatus(ctx context.Context) leaderResult {
 		a := answers[j]
 		if a.why != "" {
 			res.unreachable = append(res.unreachable, memberLabel(names, ml.Members[i].ID)+" "+a.why)
+			res.errs = append(res.errs, a.errs...)
 			continue
 		}
 		answered++

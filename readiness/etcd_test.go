@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/kubeboot/kubeboot/internal/testenv"
@@ -112,4 +113,49 @@ func TestEtcdHealthyBadInput(t *testing.T) {
 	err = readiness.Wait(ctx, readiness.EtcdHealthy(cli))
 	require.ErrorIs(t, err, readiness.ErrInvalid)
 	assert.Contains(t, err.Error(), "EtcdHealthy: the *clientv3.Client is closed")
+}
+
+func TestEtcdHealthyAccessDenied(t *testing.T) {
+	testenv.AwaitNoLeaks(t)
+	c := testenv.NewCluster(t)
+	ctx := testCtx(t)
+
+	// Enable etcd authentication with a root user and a user with no
+	// role at all.
+	admin := c.Client()
+	_, err := admin.RoleAdd(ctx, "root")
+	require.NoError(t, err)
+	for _, u := range []string{"root", "gate"} {
+		_, err = admin.UserAdd(ctx, u, u+"-password")
+		require.NoError(t, err)
+	}
+	_, err = admin.UserGrantRole(ctx, "root", "root")
+	require.NoError(t, err)
+	_, err = admin.AuthEnable(ctx)
+	require.NoError(t, err)
+	// One client per user: each login costs a bcrypt hash.
+	login := func(user string) *clientv3.Client {
+		cli, err := c.NewClientConfig(clientv3.Config{Username: user, Password: user + "-password"})
+		require.NoError(t, err)
+		return cli
+	}
+	gate, root := login("gate"), login("root")
+
+	// Status needs the root role: the failure says so, for errors.Is too.
+	for name, opts := range map[string][]readiness.EtcdOption{
+		"endpoints":     nil,
+		"member quorum": {readiness.WithMemberQuorum()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := readiness.EtcdHealthy(gate, opts...).Check(ctx)
+			var ee *readiness.EtcdError
+			require.ErrorAs(t, err, &ee)
+			assert.ErrorIs(t, err, readiness.ErrAccessDenied)
+			assert.ErrorIs(t, err, rpctypes.ErrPermissionDenied)
+			assert.Contains(t, err.Error(), "access denied")
+			t.Logf("without the root role: %v", err)
+
+			require.NoError(t, readiness.EtcdHealthy(root, opts...).Check(ctx))
+		})
+	}
 }
