@@ -152,7 +152,7 @@ func TestPromoteBeforeCaughtUp(t *testing.T) {
 		require.NoError(t, err)
 	}
 	progress := newProgressLog()
-	_, logger := newLogs(t)
+	logs, logger := newLogs(t)
 	m := newManager(t, direct, etcdmember.WithLogger(logger), etcdmember.WithProgress(progress.record))
 	spec, err := c.NewMemberSpec("learner")
 	require.NoError(t, err)
@@ -187,6 +187,22 @@ func TestPromoteBeforeCaughtUp(t *testing.T) {
 	readings := progress.all()
 	require.False(t, readings[0].Started, "the first reading saw a learner that had not started")
 	require.False(t, readings[0].CaughtUp())
+	// Promote had to wait: it logged the not-ready state (a learner that
+	// had not started) before it sent any MemberPromote.
+	var notReady int
+	for _, line := range strings.Split(logs.all(), "\n") {
+		if strings.Contains(line, "learner not ready yet") && strings.Contains(line, `"started"=false`) {
+			notReady++
+		}
+	}
+	require.GreaterOrEqual(t, notReady, 1, "Promote never waited for the learner to become ready")
+	var behind int
+	for _, p := range readings {
+		if p.Started && !p.CaughtUp() {
+			behind++
+		}
+	}
+	t.Logf("readings: %d, of a started learner not caught up yet: %d", len(readings), behind)
 
 	// The new voter holds the data.
 	st, err := direct.Status(ctx, spec.ClientURL)
