@@ -580,27 +580,40 @@ func TestTimeoutPerAttempt(t *testing.T) {
 		assert.EqualError(t, c, `hook "etcd-snapshot": timed out after 1ms`)
 	})
 
+	// Both attempts run into their timeout. The second one's deadline is
+	// set when it starts, after the first one's has passed, so it is a
+	// full Timeout later: no wall-clock assumption, just the order of
+	// events on the monotonic clock.
 	t.Run("each attempt has its own timeout", func(t *testing.T) {
+		const timeout = time.Millisecond
 		rec := newRecorder()
 		r := newRunner(t, hooks.WithObserver(rec.observe))
-		var calls atomic.Int32
+		var deadlines []time.Time // attempts run one after another
 		require.NoError(t, r.Add(hooks.Hook{
 			Name:    "etcd-snapshot",
-			Timeout: time.Millisecond,
+			Timeout: timeout,
 			Retry:   func() backoff.BackOff { return backoff.WithMaxRetries(&backoff.ZeroBackOff{}, 1) },
 			Run: func(ctx context.Context) error {
-				if calls.Add(1) == 1 {
-					<-ctx.Done()
-					return ctx.Err()
+				d, ok := ctx.Deadline()
+				if !ok {
+					return errors.New("the attempt has no deadline")
 				}
-				return ctx.Err() // nil: the second attempt has a fresh deadline
+				deadlines = append(deadlines, d)
+				<-ctx.Done()
+				return ctx.Err()
 			},
 		}))
 
-		require.NoError(t, r.Run(context.Background()))
+		err := r.Run(context.Background())
+
+		require.ErrorIs(t, err, hooks.ErrTimeout)
+		assert.Contains(t, err.Error(), `hook "etcd-snapshot" failed: attempt 2: timed out after 1ms`)
 		evs := rec.of("etcd-snapshot")
-		require.Equal(t, []string{"started/1", "attempt-failed/1", "started/2", "succeeded/2"}, kinds(evs))
+		require.Equal(t, []string{"started/1", "attempt-failed/1", "started/2", "failed/2"}, kinds(evs))
 		assert.ErrorIs(t, evs[1].Err, hooks.ErrTimeout)
+		require.Len(t, deadlines, 2)
+		assert.False(t, deadlines[1].Before(deadlines[0].Add(timeout)),
+			"the second attempt's deadline %v is not a full timeout after the first's %v", deadlines[1], deadlines[0])
 	})
 }
 
