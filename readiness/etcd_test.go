@@ -89,11 +89,20 @@ func TestEtcdHealthyAlarm(t *testing.T) {
 	assert.Contains(t, err.Error(), "active alarm(s): "+want)
 	t.Logf("with the alarm: %v", err)
 
-	// Wait says so too when it gives up.
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	// Wait says so too when it is stopped: once an attempt has reported
+	// the alarm, cancel it.
+	waitCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	err = readiness.Wait(short, readiness.EtcdHealthy(cli, readiness.WithMemberQuorum()))
-	require.ErrorIs(t, err, context.DeadlineExceeded)
+	opt, attempts := observer()
+	done := goWait(waitCtx, readiness.EtcdHealthy(cli, readiness.WithMemberQuorum()), opt, tenMinutes)
+	awaitAttempt(t, attempts, done, "the alarm is reported", failsWith("active alarm(s): "+want))
+	cancel()
+	err = awaitDone(t, done, "after cancel")
+	require.ErrorIs(t, err, context.Canceled)
+	var nr *readiness.NotReadyError
+	require.ErrorAs(t, err, &nr)
+	require.ErrorAs(t, nr.Last, &ee, "the last reason is the *EtcdError")
+	assert.Equal(t, []string{want}, ee.Alarms)
 	assert.Contains(t, err.Error(), want)
 
 	_, err = cli.AlarmDisarm(ctx, &clientv3.AlarmMember{MemberID: id, Alarm: pb.AlarmType_NOSPACE})
