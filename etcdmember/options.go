@@ -55,11 +55,16 @@ func defaultBackoff() backoff.BackOff {
 	return b
 }
 
-// WithBackoff sets the retry policy. newBackOff is called once per
-// blocking call (Promote, WaitStarted, AddLearner, Remove, Join) to get
-// that call's own policy, so it must return a fresh value each time. While
-// a learner's raft applied index advances, Promote resets the policy, so
-// that the wait grows only while nothing moves. A policy that returns
+// WithBackoff sets the retry policy. newBackOff is called at the start of
+// each blocking step to get that step's own policy, so it must return a
+// fresh value each time: once per Promote, WaitStarted and Remove call,
+// once per AddLearner call plus once for each stale member it replaces
+// (WithReplaceStaleMember, through Remove), and once per step of Join —
+// three times on success (add, as for AddLearner; wait for start;
+// promote) and once more when Join removes the learner it added
+// (JoinOptions.Cleanup). While a learner's raft applied index advances,
+// Promote resets the policy, so that the wait grows only while nothing
+// moves. A policy that returns
 // backoff.Stop ends the call with an error naming what was still pending.
 // A nil newBackOff is an error.
 func WithBackoff(newBackOff func() backoff.BackOff) Option {
