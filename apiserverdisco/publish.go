@@ -60,9 +60,14 @@ type Registration struct {
 // before anything is written; a failed first grant or put returns the etcd
 // error, naming the key.
 //
-// Two Registrations with the same ID do not fight: the last put wins, and
-// the other one keeps its lease, stands by, and publishes again when that
-// key goes away.
+// Two Registrations with the same ID do not fight: the last Publish wins,
+// and the other one keeps its lease, stands by, and publishes again when
+// that key goes away. Publishing again is conditional (one transaction):
+// the key is put only if it is missing or still attached to the
+// registration's own previous lease; if another lease holds it, the
+// registration keeps standing by on its new lease. So a standby that loses
+// its lease never takes the key from the active publisher, and when the
+// key goes away only one standby takes it.
 func Publish(ctx context.Context, client *clientv3.Client, id, address string, opts ...Option) (*Registration, error) {
 	if client == nil {
 		return nil, errors.New("apiserverdisco: Publish: nil etcd client")
@@ -88,7 +93,7 @@ func Publish(ctx context.Context, client *clientv3.Client, id, address string, o
 		done:    make(chan struct{}),
 	}
 	r.log = log.WithValues("key", r.key, "address", addr)
-	lease, rev, err := r.put(ctx)
+	lease, rev, _, err := r.put(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -107,9 +112,10 @@ func (r *Registration) Key() string { return r.key }
 // block.
 func (r *Registration) Address() string { return r.address }
 
-// Lease returns the lease the key is currently attached to; it changes
-// when the registration re-publishes after losing its lease. It does not
-// block.
+// Lease returns the lease the registration currently holds: the one its
+// key is attached to, unless it stands by because another Registration
+// with the same ID holds the key. It changes when the registration
+// publishes again after losing its lease. It does not block.
 func (r *Registration) Lease() clientv3.LeaseID {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -163,22 +169,41 @@ func (r *Registration) Close() error {
 }
 
 // put grants a lease and puts the key under it, within one request
-// timeout, and returns the lease and the put's revision. On failure it
-// revokes the lease it may have granted.
-func (r *Registration) put(ctx context.Context) (clientv3.LeaseID, int64, error) {
+// timeout, and returns the lease, the revision of the put (or of the
+// check) and whether the key is now attached to the lease.
+//
+// With from == 0 (Publish) the put is unconditional: the last publisher
+// wins. Otherwise (publishing again after lease from was lost or the key
+// deleted) it puts, in one transaction, only if the key is missing or
+// still attached to from; if another lease holds it, the new lease is
+// kept without the key and held is false: the registration stands by.
+// On failure it revokes the lease it may have granted.
+func (r *Registration) put(ctx context.Context, from clientv3.LeaseID) (lease clientv3.LeaseID, rev int64, held bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.requestTimeout)
 	defer cancel()
 	ttl := int64((r.o.ttl + time.Second - 1) / time.Second)
 	g, err := r.client.Grant(ctx, ttl)
 	if err != nil {
-		return 0, 0, fmt.Errorf("apiserverdisco: publish %q: grant a %ds lease: %w", r.key, ttl, err)
+		return 0, 0, false, fmt.Errorf("apiserverdisco: publish %q: grant a %ds lease: %w", r.key, ttl, err)
 	}
-	resp, err := r.client.Put(ctx, r.key, r.value, clientv3.WithLease(g.ID))
+	put := clientv3.OpPut(r.key, r.value, clientv3.WithLease(g.ID))
+	txn := r.client.Txn(ctx)
+	if from != 0 {
+		// etcd compares are ANDed; "missing or ours" is an If with a
+		// nested transaction in its Else.
+		txn = txn.If(clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0)).
+			Then(put).
+			Else(clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(r.key), "=", from)}, []clientv3.Op{put}, nil))
+	} else {
+		txn = txn.Then(put)
+	}
+	resp, err := txn.Commit()
 	if err != nil {
 		r.revoke(g.ID)
-		return 0, 0, fmt.Errorf("apiserverdisco: publish %q: put under lease %x: %w", r.key, g.ID, err)
+		return 0, 0, false, fmt.Errorf("apiserverdisco: publish %q: put under lease %x: %w", r.key, g.ID, err)
 	}
-	return g.ID, resp.Header.Revision, nil
+	held = resp.Succeeded || resp.Responses[0].GetResponseTxn().GetSucceeded()
+	return g.ID, resp.Header.Revision, held, nil
 }
 
 // revoke revokes a lease this registration no longer uses, best effort,
@@ -202,7 +227,7 @@ func (r *Registration) run(ctx context.Context, rev int64) {
 			return
 		}
 		r.log.Info("publishing again", "reason", reason, "lease", fmt.Sprintf("%x", lease))
-		next, nextRev, ok := r.republish(ctx)
+		next, nextRev, ok := r.republish(ctx, lease)
 		if !ok {
 			return
 		}
@@ -282,17 +307,23 @@ func (r *Registration) hold(ctx context.Context, lease clientv3.LeaseID, rev int
 	}
 }
 
-// republish puts the key under a new lease: once at once, then with
-// backoff, until it succeeds (true) or the registration stops (false).
-func (r *Registration) republish(ctx context.Context) (clientv3.LeaseID, int64, bool) {
+// republish takes a new lease and puts the key under it if the key is
+// missing or still attached to the lost lease from (see put), else stands
+// by on the new lease: once at once, then with backoff, until it succeeds
+// (true) or the registration stops (false).
+func (r *Registration) republish(ctx context.Context, from clientv3.LeaseID) (clientv3.LeaseID, int64, bool) {
 	b := r.o.newBackoff()
 	for {
-		lease, rev, err := r.put(ctx)
+		lease, rev, held, err := r.put(ctx, from)
 		if err == nil {
 			r.mu.Lock()
 			r.lease = lease
 			r.mu.Unlock()
-			r.log.Info("published again", "lease", fmt.Sprintf("%x", lease))
+			if held {
+				r.log.Info("published again", "lease", fmt.Sprintf("%x", lease))
+			} else {
+				r.log.Info("standing by: another registration with this ID holds the key", "lease", fmt.Sprintf("%x", lease))
+			}
 			return lease, rev, true
 		}
 		if r.stopped(ctx) {

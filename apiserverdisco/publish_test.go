@@ -137,6 +137,20 @@ func TestRegistrationClose(t *testing.T) {
 		}
 	}
 	require.NoError(t, holder(second, "10.0.0.2:6443")())
+	// The standby losing its lease takes a new one and keeps standing by:
+	// the active one's key stays as it is. Lease changes only after the
+	// standby's put-or-stand-by transaction, so the check below comes after
+	// it.
+	standbyLease := first.Lease()
+	_, err = cli.Revoke(ctx, standbyLease)
+	require.NoError(t, err)
+	testenv.Eventually(t, guard, 10*time.Millisecond, func() error {
+		if first.Lease() == standbyLease {
+			return errorf("the standby still holds its revoked lease %x", standbyLease)
+		}
+		return nil
+	})
+	require.NoError(t, holder(second, "10.0.0.2:6443")(), "the standby took the key when its own lease was lost")
 	require.NoError(t, second.Close())
 	testenv.Eventually(t, guard, 10*time.Millisecond, holder(first, "10.0.0.1:6443"))
 
