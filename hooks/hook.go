@@ -43,13 +43,25 @@ type Hook struct {
 	// Timeout bounds each attempt of Run separately. Zero means no bound.
 	Timeout time.Duration
 
-	// Retry returns a fresh backoff policy for this hook; it is called
-	// once per run. The policy's delays separate the attempts and its
+	// Retry returns a fresh backoff policy for this hook. The Runner calls
+	// it at most once per run, as the first attempt starts (after the Gate
+	// first opened and a concurrency slot came free), and Resets the
+	// policy then. The policy's delays separate the attempts and its
 	// backoff.Stop ends them. Nil (or a nil policy) means a single attempt.
-	// For example:
+	//
+	// A policy's elapsed-time limit (backoff.ExponentialBackOff's
+	// MaxElapsedTime, 15 minutes by default) therefore does not count the
+	// wait before the first attempt, but counts everything after it: the
+	// attempts, the delays, and the Gate waits before retries. A Gate that
+	// waits out a slow or restarting apiserver between attempts spends
+	// that budget, and the next attempt to fail is then the last. For a
+	// hook with a Gate, bound retries by count with backoff.WithMaxRetries
+	// and set MaxElapsedTime to 0:
 	//
 	//	Retry: func() backoff.BackOff {
-	//		return backoff.WithMaxRetries(backoff.NewExponentialBackOff(), 5)
+	//		b := backoff.NewExponentialBackOff()
+	//		b.MaxElapsedTime = 0 // the Gate does the waiting
+	//		return backoff.WithMaxRetries(b, 5)
 	//	},
 	Retry func() backoff.BackOff
 

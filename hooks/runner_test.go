@@ -477,6 +477,54 @@ func TestRetryWithBackoff(t *testing.T) {
 	})
 }
 
+// A policy's elapsed-time limit counts from the first attempt: the wait
+// for the first gate is not charged to it, the gate waits before retries
+// are. The gate moves the policy's clock to stand for a long wait.
+func TestRetryElapsedTimeStartsAtFirstAttempt(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		slowGate int // which gate call waits an hour
+		want     []string
+	}{
+		{"the first gate wait is not counted", 1, []string{"gate-waiting/1", "started/1", "attempt-failed/1", "gate-waiting/2", "started/2", "attempt-failed/2", "gate-waiting/3", "started/3", "succeeded/3"}},
+		{"a gate wait before a retry is counted", 2, []string{"gate-waiting/1", "started/1", "attempt-failed/1", "gate-waiting/2", "started/2", "failed/2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			rec := newRecorder()
+			r := newRunner(t, hooks.WithObserver(rec.observe))
+			var gateCalls, runs atomic.Int32
+			require.NoError(t, r.Add(hooks.Hook{
+				Name: "crds",
+				Gate: func(context.Context) error {
+					if gateCalls.Add(1) == int32(tc.slowGate) {
+						clock.Advance(time.Hour)
+					}
+					return nil
+				},
+				Retry: func() backoff.BackOff {
+					return backoff.NewExponentialBackOff(
+						backoff.WithInitialInterval(time.Microsecond),
+						backoff.WithRandomizationFactor(0),
+						backoff.WithMaxElapsedTime(time.Minute),
+						backoff.WithClockProvider(clock),
+					)
+				},
+				Run: func(context.Context) error {
+					if runs.Add(1) <= 2 {
+						return errors.New("connection refused")
+					}
+					return nil
+				},
+			}))
+
+			_ = r.Run(context.Background())
+
+			assert.Equal(t, tc.want, kinds(rec.of("crds")))
+		})
+	}
+}
+
 // apiserver is a stand-in for a control-plane component whose readiness
 // can regress: up() and down() flip it, wait blocks until it is up.
 type apiserver struct {

@@ -42,7 +42,7 @@ func (r *Runner) work(ctx context.Context, i int) {
 		finish(err)
 	}
 
-	policy := retryPolicy(h)
+	var policy backoff.BackOff
 	for attempt = 1; ; attempt++ {
 		if err := stopped(ctx); err != nil {
 			notStarted(err)
@@ -79,6 +79,12 @@ func (r *Runner) work(ctx context.Context, i int) {
 			}
 			notStarted(err)
 			return
+		}
+		if policy == nil {
+			// Made (and Reset) as the first attempt starts, not at
+			// release: an elapsed-time limit does not count the wait
+			// for the first gate or slot.
+			policy = retryPolicy(h)
 		}
 		err = r.attempt(ctx, h)
 		r.spent(i, actRun, t0)
