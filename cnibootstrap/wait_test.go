@@ -163,17 +163,22 @@ func createInWorstOrder(ctx context.Context, a *testenv.APIServer, cs kubernetes
 	return err
 }
 
-// createEventually creates a custom object, retrying while its freshly
-// established CRD is not served yet (the apiserver's handler can lag the
-// Established condition by a moment).
+// createEventually creates a custom object, retrying every 50 ms while its
+// freshly established CRD is not served yet (the apiserver's handler can
+// lag the Established condition by a moment). It runs off the test's
+// goroutine, so it returns an error instead of failing the test.
 func createEventually(ctx context.Context, c cnibootstrap.Clients, obj *unstructured.Unstructured) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		_, err := c.Dynamic.Resource(clusterInformationGVR).Create(ctx, obj, metav1.CreateOptions{})
 		if !apierrors.IsNotFound(err) {
 			return err
 		}
-		if err := ctx.Err(); err != nil {
-			return err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("creating %s: resource still not served (%w): %w", obj.GetName(), err, context.Cause(ctx))
+		case <-tick.C:
 		}
 	}
 }
@@ -366,13 +371,15 @@ func TestNoPollingWhileCRDNotEstablished(t *testing.T) {
 	}))
 	obj := clusterInformation("x", true)
 	obj.SetKind("ClusterInformation")
-	for {
+	// The CRD's handler can lag its Established condition by a moment.
+	testenv.Eventually(t, guard, 50*time.Millisecond, func() error {
 		_, err := admin.Dynamic.Resource(altGVR).Create(ctx, obj, metav1.CreateOptions{})
-		if !apierrors.IsNotFound(err) {
-			require.NoError(t, err)
-			break
+		if apierrors.IsNotFound(err) {
+			return err
 		}
-	}
+		require.NoError(t, err)
+		return nil
+	})
 	require.NoError(t, result(t, errc))
 }
 
