@@ -68,12 +68,16 @@ func nameOf(c Check) string {
 }
 
 // Named gives check a name: its errors are prefixed with "name: ", Wait's
-// errors and logs use it, and a Watcher stays a Watcher. Named with an
-// empty name or a nil check returns a check that fails with a permanent
-// ErrInvalid error. Named does not block; the result is as safe for
-// concurrent use as check is.
+// errors and logs use it, and the result is a Watcher exactly when check
+// is one. Named with an empty name or a nil check returns a check that
+// fails with a permanent ErrInvalid error. Named does not block; the
+// result is as safe for concurrent use as check is.
 func Named(name string, check Check) Check {
-	return &named{name: name, check: check}
+	n := &named{name: name, check: check}
+	if w, ok := check.(Watcher); ok {
+		return &watchingNamed{named: n, w: w}
+	}
+	return n
 }
 
 type named struct {
@@ -96,32 +100,50 @@ func (n *named) Check(ctx context.Context) error {
 	return nil
 }
 
-func (n *named) Watch(ctx context.Context, changed func()) error {
-	if w, ok := n.check.(Watcher); ok {
-		return w.Watch(ctx, changed)
-	}
-	return nil
+// watchingNamed is Named of a Watcher. A plain check gets a plain named,
+// so that Wait does not start a watch that has nothing to watch.
+type watchingNamed struct {
+	*named
+	w Watcher
+}
+
+func (n *watchingNamed) Watch(ctx context.Context, changed func()) error {
+	return n.w.Watch(ctx, changed)
 }
 
 // All passes when every check passes. It runs them concurrently, waits for
 // all of them, and its error lists every failing one ("2 of 3 checks not
 // ready: etcd not healthy: ...; kube-apiserver not ready: ..."). It is
 // permanent if any sub-check's error is. All() with no checks passes; a
-// nil check fails it with a permanent ErrInvalid error. All watches every
-// sub-check that is a Watcher. Safe for concurrent use if the sub-checks
-// are.
+// nil check fails it with a permanent ErrInvalid error. All is a Watcher
+// when a sub-check is, and then watches every sub-check that is a
+// Watcher. Safe for concurrent use if the sub-checks are.
 func All(checks ...Check) Check {
-	return &composite{all: true, checks: append([]Check(nil), checks...)}
+	return newComposite(true, checks)
 }
 
 // Any passes when at least one check passes. It runs them concurrently and
 // waits for all of them; when none passes, its error lists every failure
 // ("none of 2 checks ready: ...") and is permanent only if every failure
 // is. Any() with no checks fails with a permanent ErrInvalid error, as
-// does a nil check. Any watches every sub-check that is a Watcher. Safe for
-// concurrent use if the sub-checks are.
+// does a nil check. Any is a Watcher when a sub-check is, and then watches
+// every sub-check that is a Watcher. Safe for concurrent use if the
+// sub-checks are.
 func Any(checks ...Check) Check {
-	return &composite{all: false, checks: append([]Check(nil), checks...)}
+	return newComposite(false, checks)
+}
+
+// newComposite returns a composite, one that is also a Watcher when a
+// sub-check is: a composite of plain checks has nothing to watch, and
+// Wait should not start a watch for it.
+func newComposite(all bool, checks []Check) Check {
+	c := &composite{all: all, checks: append([]Check(nil), checks...)}
+	for _, ch := range c.checks {
+		if _, ok := ch.(Watcher); ok {
+			return &watchingComposite{c}
+		}
+	}
+	return c
 }
 
 type composite struct {
@@ -187,9 +209,13 @@ func (c *composite) Check(ctx context.Context) error {
 	return err
 }
 
+// watchingComposite is a composite with at least one Watcher among its
+// sub-checks.
+type watchingComposite struct{ *composite }
+
 // Watch runs the Watch of every sub-check that is a Watcher until ctx
 // ends, and returns when all of them have returned.
-func (c *composite) Watch(ctx context.Context, changed func()) error {
+func (c *watchingComposite) Watch(ctx context.Context, changed func()) error {
 	var wg sync.WaitGroup
 	for _, ch := range c.checks {
 		if w, ok := ch.(Watcher); ok {

@@ -314,6 +314,36 @@ func TestCompositesForwardWatch(t *testing.T) {
 	assert.Zero(t, inner.watchers.Load())
 }
 
+// Named, All and Any are Watchers exactly when a check they wrap is, so
+// that Wait starts no watch (and logs no "watch ended early") for plain
+// checks.
+func TestCompositesWatchOnlyWhenSomethingToWatch(t *testing.T) {
+	plain := readiness.CheckFunc(func(context.Context) error { return nil })
+	watched := newPokeCheck()
+	tests := []struct {
+		name    string
+		check   readiness.Check
+		watcher bool
+	}{
+		{"Named of a plain check", readiness.Named("x", plain), false},
+		{"Named of nil", readiness.Named("x", nil), false},
+		{"Named of a Watcher", readiness.Named("x", watched), true},
+		{"All of plain checks", readiness.All(plain, plain), false},
+		{"All of nothing", readiness.All(), false},
+		{"All with a Watcher", readiness.All(plain, watched), true},
+		{"Any of plain checks", readiness.Any(plain, nil), false},
+		{"Any with a Watcher", readiness.Any(watched, plain), true},
+		{"nested plain checks", readiness.Named("x", readiness.All(readiness.Any(plain), plain)), false},
+		{"nested Watcher", readiness.Named("x", readiness.All(plain, readiness.Any(plain, readiness.Named("w", watched)))), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, ok := tt.check.(readiness.Watcher)
+			assert.Equal(t, tt.watcher, ok)
+		})
+	}
+}
+
 func TestBadInputIsAnErrorNotAPanic(t *testing.T) {
 	ok := readiness.CheckFunc(func(context.Context) error { return nil })
 	var nilCtx context.Context
