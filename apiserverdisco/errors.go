@@ -23,11 +23,33 @@ var (
 	// set" state, which is a normal waiting state and not a failure.
 	ErrNotYetSet = errors.New("apiserverdisco: apiserver addresses not yet set")
 
+	// ErrInvalidInput is wrapped by every error about bad input from the
+	// caller, returned before anything is started or written: a nil
+	// client, a bad prefix or LegacyKey program, a nil or bad Option or an
+	// option given to the wrong call, the zero Source, a bad ID or address
+	// given to Publish (those wrap ErrInvalidID or ErrInvalidAddress too),
+	// and WaitForAddresses with n < 1. It is not wrapped by
+	// MalformedValueError: bad data found in etcd or in EndpointSlices is
+	// not the caller's input.
+	ErrInvalidInput = errors.New("apiserverdisco: invalid input")
+
 	// ErrClosed is the reason a Watcher or Registration reports (Err) after
 	// its Close method was called, and is wrapped by the errors its blocking
 	// methods return afterwards.
 	ErrClosed = errors.New("apiserverdisco: closed")
 )
+
+// invalidInputError is a caller's bad input: its message is err's, and it
+// matches both ErrInvalidInput and whatever err wraps.
+type invalidInputError struct{ err error }
+
+func (e *invalidInputError) Error() string   { return e.err.Error() }
+func (e *invalidInputError) Unwrap() []error { return []error{ErrInvalidInput, e.err} }
+
+// invalidInput is fmt.Errorf for errors that must wrap ErrInvalidInput.
+func invalidInput(format string, args ...any) error {
+	return &invalidInputError{err: fmt.Errorf(format, args...)}
+}
 
 // MalformedValueError describes one value a source could not use: bad JSON,
 // a bad address, a key whose last element is not a valid server ID, or an

@@ -2,8 +2,6 @@ package apiserverdisco
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -37,6 +35,7 @@ const stopDelay = 30 * time.Second
 
 // Option configures Publish or NewWatcher. Some options apply to only one
 // of them (said in their comments); passing one to the other is an error.
+// Every error about an option wraps ErrInvalidInput.
 type Option func(*options) error
 
 type scope int
@@ -77,7 +76,7 @@ func buildOptions(ctx context.Context, call scope, opts []Option) (options, logr
 	}
 	for _, opt := range opts {
 		if opt == nil {
-			return o, logr.Discard(), errors.New("apiserverdisco: nil Option")
+			return o, logr.Discard(), invalidInput("apiserverdisco: nil Option")
 		}
 		if err := opt(&o); err != nil {
 			return o, logr.Discard(), err
@@ -85,7 +84,7 @@ func buildOptions(ctx context.Context, call scope, opts []Option) (options, logr
 	}
 	if len(o.misplaced) > 0 {
 		what := map[scope]string{forPublish: "NewWatcher", forWatch: "Publish"}[call]
-		return o, logr.Discard(), fmt.Errorf("apiserverdisco: %s does not apply to %s", strings.Join(o.misplaced, ", "), what)
+		return o, logr.Discard(), invalidInput("apiserverdisco: %s does not apply to %s", strings.Join(o.misplaced, ", "), what)
 	}
 	log := logr.FromContextOrDiscard(ctx)
 	if o.logger != nil {
@@ -114,7 +113,7 @@ func cleanPrefix(prefix string) (string, error) {
 		return DefaultPrefix, nil
 	}
 	if strings.TrimRight(prefix, "/") == "" {
-		return "", fmt.Errorf("apiserverdisco: prefix %q would cover the whole key space", prefix)
+		return "", invalidInput("apiserverdisco: prefix %q would cover the whole key space", prefix)
 	}
 	if !strings.HasSuffix(prefix, "/") {
 		prefix += "/"
@@ -129,7 +128,7 @@ func WithTTL(ttl time.Duration) Option {
 	return func(o *options) error {
 		o.only(forPublish, "WithTTL")
 		if ttl < time.Second {
-			return fmt.Errorf("apiserverdisco: WithTTL(%s): the TTL must be at least 1s", ttl)
+			return invalidInput("apiserverdisco: WithTTL(%s): the TTL must be at least 1s", ttl)
 		}
 		o.ttl = ttl
 		return nil
@@ -147,7 +146,7 @@ func WithDebounce(d time.Duration) Option {
 	return func(o *options) error {
 		o.only(forWatch, "WithDebounce")
 		if d < 0 {
-			return fmt.Errorf("apiserverdisco: WithDebounce(%s): must not be negative", d)
+			return invalidInput("apiserverdisco: WithDebounce(%s): must not be negative", d)
 		}
 		o.debounce = d
 		return nil
@@ -162,7 +161,7 @@ func WithEmptyHoldDown(d time.Duration) Option {
 	return func(o *options) error {
 		o.only(forWatch, "WithEmptyHoldDown")
 		if d < 0 {
-			return fmt.Errorf("apiserverdisco: WithEmptyHoldDown(%s): must not be negative", d)
+			return invalidInput("apiserverdisco: WithEmptyHoldDown(%s): must not be negative", d)
 		}
 		o.holdDown = d
 		return nil
@@ -178,7 +177,7 @@ func WithErrorHandler(f func(error)) Option {
 	return func(o *options) error {
 		o.only(forWatch, "WithErrorHandler")
 		if f == nil {
-			return errors.New("apiserverdisco: WithErrorHandler(nil)")
+			return invalidInput("apiserverdisco: WithErrorHandler(nil)")
 		}
 		o.onError = f
 		return nil
@@ -194,7 +193,7 @@ func WithErrorHandler(f func(error)) Option {
 func WithBackoff(newBackoff func() backoff.BackOff) Option {
 	return func(o *options) error {
 		if newBackoff == nil {
-			return errors.New("apiserverdisco: WithBackoff(nil)")
+			return invalidInput("apiserverdisco: WithBackoff(nil)")
 		}
 		o.newBackoff = newBackoff
 		return nil
@@ -216,7 +215,7 @@ func WithLogger(l logr.Logger) Option {
 func WithRequestTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {
-			return fmt.Errorf("apiserverdisco: WithRequestTimeout(%s): must be positive", d)
+			return invalidInput("apiserverdisco: WithRequestTimeout(%s): must be positive", d)
 		}
 		o.requestTimeout = d
 		return nil

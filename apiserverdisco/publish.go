@@ -2,7 +2,6 @@ package apiserverdisco
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -56,8 +55,9 @@ type Registration struct {
 // The address must be "host:port" with a port in 1-65535, IPv6 hosts in
 // brackets ("[2001:db8::1]:6443"); it is stored in canonical form. The ID
 // is the key's last element (a node name): non-empty, no '/', no spaces.
-// Bad input returns an error wrapping ErrInvalidAddress or ErrInvalidID
-// before anything is written; a failed first grant or put returns the etcd
+// Bad input (these, a nil client, a bad option) returns an error wrapping
+// ErrInvalidInput, and ErrInvalidAddress or ErrInvalidID where one of
+// those is the reason, before anything is written; a failed first grant or put returns the etcd
 // error, naming the key.
 //
 // Two Registrations with the same ID do not fight: the last Publish wins,
@@ -70,18 +70,18 @@ type Registration struct {
 // key goes away only one standby takes it.
 func Publish(ctx context.Context, client *clientv3.Client, id, address string, opts ...Option) (*Registration, error) {
 	if client == nil {
-		return nil, errors.New("apiserverdisco: Publish: nil etcd client")
+		return nil, invalidInput("apiserverdisco: Publish: nil etcd client")
 	}
 	o, log, err := buildOptions(ctx, forPublish, opts)
 	if err != nil {
 		return nil, err
 	}
 	if err := validateID(id); err != nil {
-		return nil, fmt.Errorf("apiserverdisco: Publish: %w", err)
+		return nil, invalidInput("apiserverdisco: Publish: %w", err)
 	}
 	addr, err := normalizeAddress(address)
 	if err != nil {
-		return nil, fmt.Errorf("apiserverdisco: Publish %q: %w", id, err)
+		return nil, invalidInput("apiserverdisco: Publish %q: %w", id, err)
 	}
 	r := &Registration{
 		client:  client,

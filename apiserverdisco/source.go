@@ -13,6 +13,8 @@ import (
 // current full set of addresses, or "not yet set" — and the Watcher does
 // the rest (sorting, de-duplication, debounce, never-empty). A Source is a
 // description and starts nothing by itself; the zero Source is invalid.
+// A constructor given bad input (a nil client, a bad prefix) returns a
+// Source that NewWatcher refuses with an error wrapping ErrInvalidInput.
 type Source struct {
 	name string
 	err  error // bad input found by the constructor, returned by NewWatcher

@@ -44,7 +44,7 @@ const (
 func EndpointSlices(client kubernetes.Interface) Source {
 	name := fmt.Sprintf("EndpointSlices of service %s/%s", kubernetesNamespace, kubernetesService)
 	if client == nil {
-		return Source{name: name, err: fmt.Errorf("apiserverdisco: %s: nil Kubernetes client", name)}
+		return Source{name: name, err: invalidInput("apiserverdisco: %s: nil Kubernetes client", name)}
 	}
 	return Source{name: name, run: func(ctx context.Context, s *sink) error {
 		return runSliceSource(ctx, client, s)

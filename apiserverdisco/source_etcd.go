@@ -31,7 +31,7 @@ func EtcdPrefix(client *clientv3.Client, prefix string) Source {
 	case err != nil:
 		return Source{name: name, err: err}
 	case client == nil:
-		return Source{name: name, err: fmt.Errorf("apiserverdisco: %s: nil etcd client", name)}
+		return Source{name: name, err: invalidInput("apiserverdisco: %s: nil etcd client", name)}
 	}
 	es := &etcdSource{client: client, name: name, key: p, prefix: true}
 	return Source{name: name, run: func(ctx context.Context, s *sink) error {
@@ -53,9 +53,9 @@ func LegacyKey(client *clientv3.Client, program string) Source {
 	name := fmt.Sprintf("etcd key %q", key)
 	switch {
 	case program == "" || strings.ContainsAny(program, "/ \t\n"):
-		return Source{name: name, err: fmt.Errorf("apiserverdisco: LegacyKey: program %q must be a non-empty name such as \"rke2\" or \"k3s\"", program)}
+		return Source{name: name, err: invalidInput("apiserverdisco: LegacyKey: program %q must be a non-empty name such as \"rke2\" or \"k3s\"", program)}
 	case client == nil:
-		return Source{name: name, err: fmt.Errorf("apiserverdisco: %s: nil etcd client", name)}
+		return Source{name: name, err: invalidInput("apiserverdisco: %s: nil etcd client", name)}
 	}
 	es := &etcdSource{client: client, name: name, key: key}
 	return Source{name: name, run: func(ctx context.Context, s *sink) error {

@@ -57,12 +57,13 @@ type Watcher struct {
 //
 // ctx bounds the Watcher's life: when it ends, the Watcher stops as if
 // Close had been called, and Err reports the context's cause. An invalid
-// Source (a nil client, a bad prefix) or option is an error here; problems
+// Source (a nil client, a bad prefix, the zero Source) or option is an
+// error here, wrapping ErrInvalidInput; problems
 // met while running are retried, never fatal, and reported through
 // WithErrorHandler and the logger.
 func NewWatcher(ctx context.Context, src Source, opts ...Option) (*Watcher, error) {
 	if src.run == nil && src.err == nil {
-		return nil, errors.New("apiserverdisco: NewWatcher: zero Source; use EtcdPrefix, LegacyKey or EndpointSlices")
+		return nil, invalidInput("apiserverdisco: NewWatcher: zero Source; use EtcdPrefix, LegacyKey or EndpointSlices")
 	}
 	if src.err != nil {
 		return nil, src.err
@@ -209,7 +210,7 @@ func (w *Watcher) Next(ctx context.Context) (Snapshot, error) {
 // reason (ErrClosed after Close).
 func (w *Watcher) WaitForAddresses(ctx context.Context, n int) ([]string, error) {
 	if n < 1 {
-		return nil, fmt.Errorf("apiserverdisco: WaitForAddresses(%d): n must be at least 1", n)
+		return nil, invalidInput("apiserverdisco: WaitForAddresses(%d): n must be at least 1", n)
 	}
 	for {
 		w.mu.Lock()

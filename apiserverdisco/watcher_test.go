@@ -396,7 +396,7 @@ func TestBadInput(t *testing.T) {
 	} {
 		t.Run("Publish "+tc.name, func(t *testing.T) {
 			r, err := apiserverdisco.Publish(ctx, cli, tc.id, tc.addr, append([]apiserverdisco.Option{apiserverdisco.WithPrefix(prefix)}, tc.opts...)...)
-			require.Error(t, err)
+			require.ErrorIs(t, err, apiserverdisco.ErrInvalidInput)
 			require.Nil(t, r)
 			if tc.is != nil {
 				require.ErrorIs(t, err, tc.is)
@@ -405,6 +405,7 @@ func TestBadInput(t *testing.T) {
 	}
 	_, err := apiserverdisco.Publish(ctx, nil, "a", "10.0.0.1:6443")
 	require.ErrorContains(t, err, "nil etcd client")
+	require.ErrorIs(t, err, apiserverdisco.ErrInvalidInput)
 	resp, err := cli.Get(ctx, "", clientv3.WithFromKey(), clientv3.WithCountOnly())
 	require.NoError(t, err)
 	require.Zero(t, resp.Count, "bad input must write nothing")
@@ -420,7 +421,7 @@ func TestBadInput(t *testing.T) {
 	} {
 		t.Run("NewWatcher "+name, func(t *testing.T) {
 			w, err := apiserverdisco.NewWatcher(ctx, src)
-			require.Error(t, err)
+			require.ErrorIs(t, err, apiserverdisco.ErrInvalidInput)
 			require.Nil(t, w)
 		})
 	}
@@ -434,11 +435,12 @@ func TestBadInput(t *testing.T) {
 	} {
 		t.Run("NewWatcher "+name, func(t *testing.T) {
 			w, err := apiserverdisco.NewWatcher(ctx, apiserverdisco.EtcdPrefix(cli, prefix), opt)
-			require.Error(t, err)
+			require.ErrorIs(t, err, apiserverdisco.ErrInvalidInput)
 			require.Nil(t, w)
 		})
 	}
 	w := newWatcher(t, ctx, apiserverdisco.EtcdPrefix(cli, prefix))
 	_, err = w.WaitForAddresses(ctx, 0)
 	require.ErrorContains(t, err, "at least 1")
+	require.ErrorIs(t, err, apiserverdisco.ErrInvalidInput)
 }
