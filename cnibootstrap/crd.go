@@ -193,7 +193,7 @@ func discoveryProbe(ctx context.Context, c Clients, crd *unstructured.Unstructur
 			}
 		}
 		if err != nil {
-			if cerr := classify(err, request{verb: "get", url: url}); isFatal(cerr) || !isNotFound(err) {
+			if cerr := classify(err, request{verb: "get", url: url}); isFatal(cerr) || !isNotFound(cerr) {
 				return probeResult{reason: cerr.Error(), err: cerr}
 			}
 		}

@@ -163,12 +163,18 @@ func (r request) String() string {
 
 // classify turns the error of one of the waiter's own requests into what
 // the rest of the package acts on; it is the one place that looks at the
-// apiserver's status codes:
+// apiserver's status codes (the predicates below only read its verdict):
 //   - 401: an error wrapping ErrUnauthorized (and the apiserver's error);
-//     fatal.
+//     fatal (isFatal).
 //   - 403: a *ForbiddenError naming the permission the request needed.
-//   - anything else: the error, wrapped with the request, so that
-//     apierrors.IsNotFound and friends still see it.
+//   - 404: the error, wrapped with the request and marked not found
+//     (isNotFound).
+//   - 410 Gone or an expired resourceVersion: the error, wrapped with the
+//     request and marked expired (isExpired): relist.
+//   - anything else: the error, wrapped with the request.
+//
+// apierrors.IsNotFound and friends still see the apiserver's error through
+// the wrapping.
 func classify(err error, r request) error {
 	switch {
 	case err == nil:
@@ -178,13 +184,47 @@ func classify(err error, r request) error {
 	case apierrors.IsForbidden(err):
 		return &ForbiddenError{Verb: r.verb, Group: r.gvr.Group, Resource: r.gvr.Resource,
 			Namespace: r.namespace, Name: r.name, URL: r.url, Err: err}
+	case apierrors.IsNotFound(err):
+		return &classifiedError{kind: statusNotFound, err: fmt.Errorf("%s: %w", r, err)}
+	case apierrors.IsGone(err) || apierrors.IsResourceExpired(err):
+		return &classifiedError{kind: statusExpired, err: fmt.Errorf("%s: %w", r, err)}
 	default:
 		return fmt.Errorf("%s: %w", r, err)
 	}
 }
 
+// statusKind is classify's verdict on a status code the callers branch on.
+type statusKind int
+
+const (
+	statusNotFound statusKind = iota + 1
+	statusExpired
+)
+
+// classifiedError carries classify's verdict; its message and chain are
+// those of the wrapped error.
+type classifiedError struct {
+	kind statusKind
+	err  error
+}
+
+func (e *classifiedError) Error() string { return e.err.Error() }
+func (e *classifiedError) Unwrap() error { return e.err }
+
+func hasKind(err error, k statusKind) bool {
+	var c *classifiedError
+	return errors.As(err, &c) && c.kind == k
+}
+
 // isFatal reports whether err ends Wait and Check at once.
 func isFatal(err error) bool { return errors.Is(err, ErrUnauthorized) }
+
+// isNotFound reports whether classify found err to be a 404.
+func isNotFound(err error) bool { return hasKind(err, statusNotFound) }
+
+// isExpired reports whether classify found that the resourceVersion to
+// watch from is too old (410 Gone, or expired): relist.
+func isExpired(err error) bool { return hasKind(err, statusExpired) }
 
 // invalid returns an error wrapping ErrInvalidInput; the exported
 // functions add the package and function name.

@@ -164,11 +164,6 @@ func drain(ctx context.Context, w watch.Interface, rv *string, onEvent func(watc
 	}
 }
 
-func isNotFound(err error) bool { return apierrors.IsNotFound(err) }
-
-// isExpired: the resourceVersion to watch from is too old; relist.
-func isExpired(err error) bool { return apierrors.IsGone(err) || apierrors.IsResourceExpired(err) }
-
 // objWatch follows one object with a list and a watch narrowed to its name,
 // and sends every state it learns to out.
 type objWatch struct {
