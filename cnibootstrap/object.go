@@ -35,8 +35,10 @@ type ObjectExists struct {
 }
 
 // A Condition says whether an object is ready: nil when it is, otherwise an
-// error saying why not, which becomes the requirement's reason. The waiter
-// calls it from one goroutine at a time with an object it must not modify.
+// error saying why not, which becomes the requirement's reason. It is
+// called with an object it must not modify, and may be called from several
+// goroutines at once (a Waiter's concurrent Wait and Check calls each
+// evaluate it), so it must be safe for concurrent use.
 //
 // New calls every Condition once on an empty object: a Condition that can
 // never hold (such as FieldEquals with an empty path) must return an error
