@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -65,16 +66,8 @@ func EtcdHealthy(c *clientv3.Client, opts ...EtcdOption) Check {
 	e := &etcdCheck{c: c, key: DefaultHealthKey}
 	if c == nil {
 		e.bad = invalid("EtcdHealthy: nil *clientv3.Client")
-	}
-	for i, opt := range opts {
-		if e.bad != nil {
-			break
-		}
-		if opt == nil {
-			e.bad = invalid("EtcdHealthy: option %d is nil", i+1)
-		} else if err := opt(e); err != nil {
-			e.bad = Permanent(fmt.Errorf("readiness: %w: EtcdHealthy: %w", ErrInvalid, err))
-		}
+	} else {
+		e.bad = applyOptions("EtcdHealthy", e, opts)
 	}
 	return e
 }
@@ -162,7 +155,8 @@ func (e *etcdCheck) Check(ctx context.Context) error {
 	case len(alarms.Alarms) > 0:
 		names := leader.names
 		if names == nil {
-			names = e.memberNames(ctx)
+			// Unnamed (IDs only) if the members cannot be listed.
+			_, names, _ = e.listMembers(ctx)
 		}
 		for _, a := range alarms.Alarms {
 			res.Alarms = append(res.Alarms, fmt.Sprintf("%s on member %s", a.Alarm, memberLabel(names, a.MemberID)))
@@ -233,14 +227,9 @@ func (e *etcdCheck) endpointStatus(ctx context.Context) leaderResult {
 // memberStatus lists the members and asks every voting member for its
 // Status; it passes if a quorum answers and one of them knows a leader.
 func (e *etcdCheck) memberStatus(ctx context.Context) leaderResult {
-	ml, err := e.c.MemberList(ctx, clientv3.WithSerializable())
+	members, names, err := e.listMembers(ctx)
 	if err != nil {
-		err = classifyEtcd(err)
 		return leaderResult{problems: []string{fmt.Sprintf("cannot list members: %v", err)}, errs: []error{err}}
-	}
-	names := make(map[uint64]string, len(ml.Members))
-	for _, m := range ml.Members {
-		names[m.ID] = m.Name
 	}
 	type answer struct {
 		leader uint64
@@ -248,7 +237,7 @@ func (e *etcdCheck) memberStatus(ctx context.Context) leaderResult {
 		errs   []error // the failures behind why
 	}
 	var voting []int
-	for i, m := range ml.Members {
+	for i, m := range members {
 		if !m.IsLearner {
 			voting = append(voting, i)
 		}
@@ -256,7 +245,7 @@ func (e *etcdCheck) memberStatus(ctx context.Context) leaderResult {
 	answers := make([]answer, len(voting))
 	var wg sync.WaitGroup
 	for j, i := range voting {
-		m := ml.Members[i]
+		m := members[i]
 		wg.Go(func() {
 			if len(m.ClientURLs) == 0 {
 				answers[j].why = "not started (no client URLs)"
@@ -289,7 +278,7 @@ func (e *etcdCheck) memberStatus(ctx context.Context) leaderResult {
 	for j, i := range voting {
 		a := answers[j]
 		if a.why != "" {
-			res.unreachable = append(res.unreachable, memberLabel(names, ml.Members[i].ID)+" "+a.why)
+			res.unreachable = append(res.unreachable, memberLabel(names, members[i].ID)+" "+a.why)
 			res.errs = append(res.errs, a.errs...)
 			continue
 		}
@@ -310,17 +299,19 @@ func (e *etcdCheck) memberStatus(ctx context.Context) leaderResult {
 	return res
 }
 
-// memberNames lists the members for naming alarms; nil if it cannot.
-func (e *etcdCheck) memberNames(ctx context.Context) map[uint64]string {
+// listMembers lists the members (a serializable read, so it is answered
+// even without quorum) and maps their IDs to their names. The error is
+// classified.
+func (e *etcdCheck) listMembers(ctx context.Context) ([]*etcdserverpb.Member, map[uint64]string, error) {
 	ml, err := e.c.MemberList(ctx, clientv3.WithSerializable())
 	if err != nil {
-		return nil
+		return nil, nil, classifyEtcd(err)
 	}
 	names := make(map[uint64]string, len(ml.Members))
 	for _, m := range ml.Members {
 		names[m.ID] = m.Name
 	}
-	return names
+	return ml.Members, names, nil
 }
 
 // memberLabel is "name (hex id)", or the ID alone when the name is not

@@ -40,15 +40,26 @@ func newOptions(opts []Option) (*options, error) {
 		passes:     1,
 		timeout:    DefaultAttemptTimeout,
 	}
-	for i, opt := range opts {
-		if opt == nil {
-			return nil, invalid("Wait: option %d is nil", i+1)
-		}
-		if err := opt(o); err != nil {
-			return nil, Permanent(fmt.Errorf("readiness: %w: %w", ErrInvalid, err))
-		}
+	if err := applyOptions("Wait", o, opts); err != nil {
+		return nil, err
 	}
 	return o, nil
+}
+
+// applyOptions applies opts to target in order and stops at the first one
+// that is nil or fails, returning a permanent ErrInvalid error that names
+// who (the function the options were given to) and the option. It is
+// shared by Wait's Option, EtcdOption and PodOption.
+func applyOptions[T any, O ~func(T) error](who string, target T, opts []O) error {
+	for i, opt := range opts {
+		if opt == nil {
+			return invalid("%s: option %d is nil", who, i+1)
+		}
+		if err := opt(target); err != nil {
+			return Permanent(fmt.Errorf("readiness: %w: %s: %w", ErrInvalid, who, err))
+		}
+	}
+	return nil
 }
 
 func defaultBackoff() backoff.BackOff {

@@ -87,16 +87,8 @@ func StaticPodReady(c kubernetes.Interface, namespace, name string, opts ...PodO
 		p.bad = invalid("StaticPodReady: empty namespace")
 	case name == "":
 		p.bad = invalid("StaticPodReady: empty pod name")
-	}
-	for i, opt := range opts {
-		if p.bad != nil {
-			break
-		}
-		if opt == nil {
-			p.bad = invalid("StaticPodReady: option %d is nil", i+1)
-		} else if err := opt(p); err != nil {
-			p.bad = Permanent(fmt.Errorf("readiness: %w: StaticPodReady: %w", ErrInvalid, err))
-		}
+	default:
+		p.bad = applyOptions("StaticPodReady", p, opts)
 	}
 	return p
 }
