@@ -58,7 +58,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		src = apiserverdisco.LegacyKey(client, *legacy)
 	}
 	w, err := apiserverdisco.NewWatcher(ctx, src, apiserverdisco.WithErrorHandler(func(err error) {
-		fmt.Fprintln(out, "skipped:", err) // a malformed value; the good addresses stay
+		var bad *apiserverdisco.MalformedValueError
+		if errors.As(err, &bad) {
+			fmt.Fprintln(out, "skipped:", err) // a malformed value; the good addresses stay
+			return
+		}
+		fmt.Fprintln(out, "watch error (retrying):", err)
 	}))
 	if err != nil {
 		return err

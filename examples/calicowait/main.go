@@ -4,6 +4,7 @@
 // calico-typha ClusterRole with its rules, and calico-typha's permission
 // effective per a SubjectAccessReview — and prints what is still missing as
 // it changes. Run it before starting calico-node and typha (rke2 #7808).
+// The requirement list is calico.Requirements in examples/internal/calico.
 //
 //	go run ./examples/calicowait --kubeconfig /etc/rancher/rke2/rke2.yaml --timeout 5m
 package main
@@ -19,12 +20,10 @@ import (
 	"strings"
 	"time"
 
-	rbacv1 "k8s.io/api/rbac/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kubeboot/kubeboot/cnibootstrap"
+	"github.com/kubeboot/kubeboot/examples/internal/calico"
 )
 
 func main() {
@@ -33,27 +32,6 @@ func main() {
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "calicowait:", err)
 		os.Exit(1)
-	}
-}
-
-// Requirements are Calico's prerequisites, for typha running as the
-// ServiceAccount typhaNamespace/calico-typha.
-func Requirements(typhaNamespace string) []cnibootstrap.Requirement {
-	const group = "crd.projectcalico.org"
-	return []cnibootstrap.Requirement{
-		cnibootstrap.CRDEstablished{CRD: "clusterinformations." + group},
-		cnibootstrap.ObjectExists{
-			GVR:       schema.GroupVersionResource{Group: group, Version: "v1", Resource: "clusterinformations"},
-			Object:    "default",
-			Condition: cnibootstrap.FieldEquals("spec.datastoreReady", true),
-		},
-		cnibootstrap.ClusterRoleExists{Role: "calico-typha", Rules: []rbacv1.PolicyRule{{
-			APIGroups: []string{group}, Resources: []string{"clusterinformations"}, Verbs: []string{"get", "list", "watch"},
-		}}},
-		cnibootstrap.Allowed{
-			ServiceAccount: types.NamespacedName{Namespace: typhaNamespace, Name: "calico-typha"},
-			Verb:           "list", Group: group, Resource: "clusterinformations",
-		},
 	}
 }
 
@@ -79,7 +57,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	last := ""
-	err = cnibootstrap.Wait(ctx, clients, Requirements(*typhaNS), cnibootstrap.WithProgress(func(unmet []cnibootstrap.Unmet) {
+	err = cnibootstrap.Wait(ctx, clients, calico.Requirements(*typhaNS), cnibootstrap.WithProgress(func(unmet []cnibootstrap.Unmet) {
 		lines := make([]string, len(unmet))
 		for i, u := range unmet {
 			lines[i] = "  - " + u.String()

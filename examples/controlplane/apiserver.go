@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,6 +51,27 @@ func (a *agent) close() {
 	}
 	if a.proxy != nil {
 		_ = a.proxy.Close()
+	}
+}
+
+// awaitAddresses waits until the agent holds exactly n addresses (after a
+// publisher left, its removal is debounced). It reads Current: Next belongs
+// to the agent's own loop, which records every delivery.
+func (a *agent) awaitAddresses(ctx context.Context, n int) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		snap := a.watcher.Current()
+		if len(snap.Addresses) == n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the node agent to hold %d address(es), it has %v: %w", n, snap.Addresses, ctx.Err())
+		case <-tick.C:
+		}
 	}
 }
 
@@ -134,12 +156,24 @@ func (d *demo) discover(ctx context.Context) (*agent, error) {
 }
 
 // etcdOutage cuts the agent off from etcd (blackhole, then every connection
-// reset) and checks the agent still holds the address afterwards.
+// reset) for longer than a backoff cycle. Meanwhile a second apiserver
+// publishes its address, which the agent must not see while cut off (the
+// outage is real) and must receive once etcd is back (the watch resumed);
+// through it all the agent keeps the first address and is never handed an
+// empty set. The second apiserver then leaves again.
 func (d *demo) etcdOutage(ctx context.Context, a *agent) error {
 	const outage = 4 * time.Second
+	const standbyAddr = "192.0.2.12:6443" // documentation range: data only, nothing connects to it
+	before := a.watcher.Current().Addresses
 	a.proxy.Blackhole(true)
 	a.proxy.ResetAll()
 	d.tl.Record("agent", "fault", "injected", fmt.Sprintf("etcd unreachable from the agent for %s", outage))
+	standby, err := apiserverdisco.Publish(ctx, d.client, "node2", standbyAddr)
+	if err != nil {
+		return err
+	}
+	defer standby.Close()
+	d.tl.Record("node2", "address publish", "ok", standbyAddr+" (during the agent's outage)")
 	select {
 	case <-time.After(outage):
 	case <-ctx.Done():
@@ -148,8 +182,18 @@ func (d *demo) etcdOutage(ctx context.Context, a *agent) error {
 	held := a.watcher.Current().Addresses
 	a.proxy.Pass()
 	a.proxy.ResetAll()
-	d.tl.Record("agent", "fault", "observed", fmt.Sprintf("etcd back; during the outage the agent kept %v", held))
-	if len(held) == 0 || a.sawEmpty() {
+	if !slices.Equal(held, before) {
+		return fmt.Errorf("during the outage the agent's set changed from %v to %v: it was not cut off, or it lost addresses", before, held)
+	}
+	resumed, err := a.watcher.WaitForAddresses(ctx, len(before)+1)
+	if err != nil {
+		return fmt.Errorf("the agent did not resume after the outage: %w", err)
+	}
+	d.tl.Record("agent", "fault", "observed", fmt.Sprintf("kept %v through the outage; after it, received %v", held, resumed))
+	if err := standby.Close(); err != nil {
+		return err
+	}
+	if a.sawEmpty() {
 		return errors.New("the agent was handed an empty address set during the etcd outage")
 	}
 	d.res.FaultObserved = true

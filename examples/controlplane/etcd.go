@@ -69,7 +69,7 @@ func (d *demo) joinMembers(ctx context.Context) error {
 			detail += ", confirmed from the member list"
 		}
 		d.tl.Record(node, "etcd join", "ok", detail)
-		if fault != nil && fault.dropped() && res.Promote.ConfirmedByList {
+		if fault != nil && fault.replyLost() && res.Promote.ConfirmedByList {
 			d.res.FaultObserved = true
 		}
 	}
@@ -116,7 +116,8 @@ type promoteReplyLoss struct {
 	tl     *Timeline
 
 	mu   sync.Mutex
-	done bool
+	done bool // the first MemberPromote was sent
+	lost bool // and its reply never came
 }
 
 func (f *promoteReplyLoss) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -132,14 +133,20 @@ func (f *promoteReplyLoss) intercept(ctx context.Context, method string, req, re
 	err := invoker(ctx, method, req, reply, cc, opts...)
 	f.proxy.Pass()
 	f.proxy.ResetAll()
-	f.tl.Record("node2", "fault", "observed", fmt.Sprintf("MemberPromote reply lost: client saw %v", err))
+	if err != nil {
+		f.mu.Lock()
+		f.lost = true
+		f.mu.Unlock()
+		f.tl.Record("node2", "fault", "observed", fmt.Sprintf("MemberPromote reply lost: client saw %v", err))
+	}
 	return err
 }
 
-func (f *promoteReplyLoss) dropped() bool {
+// replyLost reports whether the dropped reply really failed the RPC.
+func (f *promoteReplyLoss) replyLost() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.done
+	return f.lost
 }
 
 func (f *promoteReplyLoss) close() {

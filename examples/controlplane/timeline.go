@@ -33,9 +33,14 @@ func NewTimeline(out io.Writer, asJSON bool) *Timeline {
 	return &Timeline{start: time.Now(), out: out, json: asJSON}
 }
 
-// Record adds an event and prints it.
+// Record adds an event that happened now and prints it.
 func (t *Timeline) Record(node, step, outcome, detail string) {
-	e := Event{ElapsedMS: time.Since(t.start).Milliseconds(), Node: node, Step: step, Outcome: outcome, Detail: detail}
+	t.RecordAt(time.Now(), node, step, outcome, detail)
+}
+
+// RecordAt adds an event that happened at 'at' and prints it.
+func (t *Timeline) RecordAt(at time.Time, node, step, outcome, detail string) {
+	e := Event{ElapsedMS: at.Sub(t.start).Milliseconds(), Node: node, Step: step, Outcome: outcome, Detail: detail}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.events = append(t.events, e)

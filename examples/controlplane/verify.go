@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -23,7 +24,13 @@ func (d *demo) verify(ctx context.Context, a *agent) error {
 			d.res.Voters++
 		}
 	}
+	if err := a.awaitAddresses(ctx, 1); err != nil {
+		return err
+	}
 	d.res.Addresses = a.watcher.Current().Addresses
+	if a.sawEmpty() {
+		return errors.New("the node agent was handed an empty address set")
+	}
 	if d.res.Voters != d.cfg.Members || d.res.Learners != 0 {
 		return fmt.Errorf("want %d voting etcd members and no learners, have %d voters and %d learners", d.cfg.Members, d.res.Voters, d.res.Learners)
 	}

@@ -63,10 +63,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	apiserverUp := readiness.Gate(readiness.APIServerReady(kube.Discovery().RESTClient()),
 		readiness.WithStability(3, time.Second))
+	// Retries are bounded by count, not elapsed time: time a hook spends
+	// waiting on its gate (a slow apiserver) would use up a time budget.
 	retry := func() backoff.BackOff {
 		b := backoff.NewExponentialBackOff()
-		b.MaxElapsedTime = time.Minute
-		return b
+		b.MaxElapsedTime = 0
+		return backoff.WithMaxRetries(b, 10)
 	}
 	hook := func(name string, after []string, run func(context.Context) error) hooks.Hook {
 		return hooks.Hook{Name: name, After: after, Gate: apiserverUp, Run: run, Timeout: 10 * time.Second, Retry: retry}

@@ -3,7 +3,8 @@
 // --hash-changed-from — carries a different kubernetes.io/config.hash than
 // before, so "ready" means the new pod, not the old one that is about to be
 // replaced (RKE2 v1.31.8). It reacts to the pod's watch within milliseconds
-// and must stay ready for --stable passes before it returns.
+// and must stay ready for --stable passes spanning --stable-window before it
+// returns.
 //
 //	go run ./examples/staticpod --kubeconfig /etc/rancher/rke2/rke2.yaml \
 //	    --pod kube-apiserver-node1 --hash-changed-from 6f1c...
@@ -41,6 +42,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	pod := fs.String("pod", "", "the mirror pod's name, <static pod>-<node>")
 	oldHash := fs.String("hash-changed-from", "", "require a config hash different from this one")
 	stable := fs.Int("stable", 3, "consecutive passes required")
+	window := fs.Duration("stable-window", 2*time.Second, "the passes must span at least this long")
 	timeout := fs.Duration("timeout", 5*time.Minute, "give up after this long, saying why")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -64,7 +66,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	last := ""
-	err = readiness.Wait(ctx, check, readiness.WithStability(*stable, 0), readiness.WithObserver(func(a readiness.Attempt) {
+	err = readiness.Wait(ctx, check, readiness.WithStability(*stable, *window), readiness.WithObserver(func(a readiness.Attempt) {
 		if a.Err != nil && a.Err.Error() != last {
 			last = a.Err.Error()
 			fmt.Fprintln(out, "not ready:", last)
