@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -176,26 +177,57 @@ func (a *APIServer) prepare() error {
 }
 
 // Start starts the process if it is not running (a new loopback port on the
-// first start, the same one on restarts) and waits until it is ready.
+// first start, the same one on restarts) and waits until it is ready. A
+// first start that loses its port to another process is retried on a new
+// port.
 func (a *APIServer) Start(ctx context.Context) error {
-	a.mu.Lock()
-	if a.cmd != nil {
+	for attempt := 0; ; attempt++ {
+		fresh, err := a.launch()
+		if err != nil {
+			return err
+		}
+		err = a.waitReady(ctx, fresh)
+		if err == nil {
+			return nil
+		}
+		_ = a.Stop()
+		if !fresh.newPort || attempt == 2 || !strings.Contains(a.LogTail(30), "address already in use") {
+			return err
+		}
+		a.mu.Lock()
+		a.host = "" // lost the port between choosing and binding it: choose again
 		a.mu.Unlock()
-		return errors.New("testenv: kube-apiserver already running")
 	}
-	if a.host == "" {
+}
+
+// launched is one started process.
+type launched struct {
+	exited  <-chan struct{}
+	newPort bool
+}
+
+// launch starts the process. The process is started and waited for by one
+// goroutine that keeps its OS thread locked for the process's whole life:
+// the parent-death signal fires when the thread that started the child
+// exits, not the process, and Go may retire an idle thread otherwise.
+func (a *APIServer) launch() (launched, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd != nil {
+		return launched{}, errors.New("testenv: kube-apiserver already running")
+	}
+	newPort := a.host == ""
+	if newPort {
 		port, err := freePort()
 		if err != nil {
-			a.mu.Unlock()
-			return err
+			return launched{}, err
 		}
 		a.host = "127.0.0.1:" + strconv.Itoa(port)
 	}
 	_, port, _ := strings.Cut(a.host, ":")
 	log, err := os.OpenFile(a.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		a.mu.Unlock()
-		return err
+		return launched{}, err
 	}
 	cmd := exec.Command(a.bin, append([]string{"--secure-port=" + port}, a.args...)...)
 	if Verbose() {
@@ -205,27 +237,29 @@ func (a *APIServer) Start(ctx context.Context) error {
 	}
 	// Own process group, killed if the test binary dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		_ = log.Close()
-		a.mu.Unlock()
-		return fmt.Errorf("testenv: start kube-apiserver: %w", err)
-	}
 	exited := make(chan struct{})
-	a.cmd, a.exited = cmd, exited
-	a.mu.Unlock()
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer close(exited)
+		defer log.Close()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		_ = cmd.Wait()
-		_ = log.Close()
-		close(exited)
 	}()
-	if err := a.waitReady(ctx, exited); err != nil {
-		_ = a.Stop()
-		return err
+	if err := <-started; err != nil {
+		return launched{}, fmt.Errorf("testenv: start kube-apiserver: %w", err)
 	}
-	return nil
+	a.cmd, a.exited = cmd, exited
+	return launched{exited: exited, newPort: newPort}, nil
 }
 
-func (a *APIServer) waitReady(ctx context.Context, exited <-chan struct{}) error {
+func (a *APIServer) waitReady(ctx context.Context, l launched) error {
+	exited := l.exited
 	cs, err := a.Clientset()
 	if err != nil {
 		return err

@@ -54,7 +54,9 @@ func (p *Proxy) Blackhole(on bool) { p.set(func() { p.blackhole = on }) }
 // Delay holds every chunk of reply traffic for d before forwarding it.
 func (p *Proxy) Delay(d time.Duration) { p.set(func() { p.delay = d }) }
 
-// Pass restores plain pass-through.
+// Pass restores plain pass-through. Dropping discards bytes mid-stream, so
+// a connection that lost bytes is corrupt (an HTTP/2 stream cannot recover):
+// call ResetAll after Pass to make clients reconnect.
 func (p *Proxy) Pass() {
 	p.set(func() { p.dropReplies, p.blackhole, p.delay = false, false, 0 })
 }
