@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,10 +22,7 @@ func TestMain(m *testing.M) {
 
 func TestCalicoWaitExample(t *testing.T) {
 	a := testenv.NewAPIServer(t)
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := a.Kubeconfig(kubeconfig); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := testenv.KubeconfigFile(t, a)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,10 +19,7 @@ func TestMain(m *testing.M) {
 
 func TestHookGraphExample(t *testing.T) {
 	a := testenv.NewAPIServer(t)
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := a.Kubeconfig(kubeconfig); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := testenv.KubeconfigFile(t, a)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out bytes.Buffer

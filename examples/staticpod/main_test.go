@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -57,10 +56,7 @@ func setReady(ctx context.Context, t *testing.T, cs kubernetes.Interface, pod *c
 // Ready.
 func TestStaticPodExample(t *testing.T) {
 	a := testenv.NewAPIServer(t)
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := a.Kubeconfig(kubeconfig); err != nil {
-		t.Fatal(err)
-	}
+	kubeconfig := testenv.KubeconfigFile(t, a)
 	cs, err := a.Clientset()
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -111,4 +112,15 @@ func AwaitNoLeaks(t testing.TB) {
 			return goleak.Find(append(LeakOptions(), ignore)...)
 		})
 	})
+}
+
+// KubeconfigFile writes an admin kubeconfig for a into the test's temporary
+// directory and returns its path.
+func KubeconfigFile(t testing.TB, a *APIServer) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := a.Kubeconfig(path); err != nil {
+		t.Fatalf("write kubeconfig: %v", err)
+	}
+	return path
 }
