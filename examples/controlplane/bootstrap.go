@@ -75,7 +75,7 @@ func (d *demo) bootstrap(ctx context.Context) error {
 				names[i] = u.Requirement
 			}
 			key := strings.Join(names, "; ")
-			if len(unmet) == 1 && unmet[0].Requirement == objectReq && f.sawNotReady() {
+			if len(unmet) == 1 && unmet[0].Requirement == objectReq && strings.Contains(unmet[0].Reason, "datastoreReady is false") {
 				f.noteWaiterHeld()
 			}
 			unmetMu.Lock()
@@ -154,7 +154,6 @@ func (d *demo) bootstrapHooks(o calico.Objects, gate func(context.Context) error
 				if err := o.SetClusterInformation(ctx, false); err != nil {
 					return err
 				}
-				f.noteNotReadyCreated()
 				d.tl.Record("calico-race", "fault", "injected", "ClusterInformation default created with datastoreReady=false")
 				select {
 				case <-time.After(time.Second):
@@ -247,16 +246,15 @@ func (d *demo) observe(e hooks.Event, f *faultState) {
 
 // faultState coordinates the apiserver-restart fault with the hooks.
 type faultState struct {
-	ctx      context.Context // the bootstrap run's
-	mu       sync.Mutex
-	wg       sync.WaitGroup
-	started  bool
-	stopped  chan struct{}
-	done     bool
-	restErr  error
-	notReady bool
-	// waiterHeld is set when cnibootstrap reported ClusterInformation
-	// default as the only unmet requirement while it was not ready.
+	ctx     context.Context // the bootstrap run's
+	mu      sync.Mutex
+	wg      sync.WaitGroup
+	started bool
+	stopped chan struct{}
+	done    bool
+	restErr error
+	// waiterHeld is set when cnibootstrap itself reported ClusterInformation
+	// default, with datastoreReady false, as the only unmet requirement.
 	waiterHeld bool
 	// retryAfter is set when crds's second attempt started after the
 	// restart had finished.
@@ -275,14 +273,6 @@ func (f *faultState) retryAfterRestart() bool {
 	return f.retryAfter
 }
 
-// noteNotReadyCreated records that ClusterInformation default existed with
-// datastoreReady=false (the calico-race fault).
-func (f *faultState) noteNotReadyCreated() {
-	f.mu.Lock()
-	f.notReady = true
-	f.mu.Unlock()
-}
-
 func (f *faultState) noteWaiterHeld() {
 	f.mu.Lock()
 	f.waiterHeld = true
@@ -293,12 +283,6 @@ func (f *faultState) waiterHeldOnNotReady() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.waiterHeld
-}
-
-func (f *faultState) sawNotReady() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.notReady
 }
 
 // triggerRestart starts restarting the apiserver, once; it reports whether
