@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 
@@ -95,7 +96,7 @@ func (d *demo) joinClient(i int) (*clientv3.Client, *promoteReplyLoss, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	f := &promoteReplyLoss{proxy: proxy, tl: d.tl}
+	f := &promoteReplyLoss{proxy: proxy, direct: d.client, tl: d.tl}
 	client, err := d.etcd.NewClientConfig(clientv3.Config{
 		Endpoints:   []string{"http://" + proxy.Addr()},
 		DialOptions: []grpc.DialOption{grpc.WithUnaryInterceptor(f.intercept)},
@@ -108,24 +109,27 @@ func (d *demo) joinClient(i int) (*clientv3.Client, *promoteReplyLoss, error) {
 	return client, f, nil
 }
 
-// promoteReplyLoss replays kubeadm #3317: the first MemberPromote reaches
-// etcd and is applied, and its reply is dropped on the way back.
+// promoteReplyLoss replays kubeadm #3317: a MemberPromote reaches etcd and
+// is applied, and its reply is dropped on the way back. A promote that etcd
+// rejects (the learner not caught up yet) has its reply dropped too, and the
+// fault stays armed until one that etcd applied has lost its reply, as a
+// direct client confirms from the member list.
 type promoteReplyLoss struct {
 	proxy  *testenv.Proxy
 	client *clientv3.Client
+	direct *clientv3.Client // not through the proxy
 	tl     *Timeline
 
 	mu   sync.Mutex
-	done bool // the first MemberPromote was sent
-	lost bool // and its reply never came
+	lost bool // a promote etcd applied had its reply dropped
 }
 
 func (f *promoteReplyLoss) intercept(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	f.mu.Lock()
-	first := method == promoteMethod && !f.done
-	f.done = f.done || first
+	armed := method == promoteMethod && !f.lost
 	f.mu.Unlock()
-	if !first {
+	promote, ok := req.(*etcdserverpb.MemberPromoteRequest)
+	if !armed || !ok {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	f.proxy.DropReplies(true)
@@ -133,13 +137,29 @@ func (f *promoteReplyLoss) intercept(ctx context.Context, method string, req, re
 	err := invoker(ctx, method, req, reply, cc, opts...)
 	f.proxy.Pass()
 	f.proxy.ResetAll()
-	if err != nil {
+	if err != nil && f.isVoter(ctx, promote.ID) {
 		f.mu.Lock()
 		f.lost = true
 		f.mu.Unlock()
-		f.tl.Record("node2", "fault", "observed", fmt.Sprintf("MemberPromote reply lost: client saw %v", err))
+		f.tl.Record("node2", "fault", "observed", fmt.Sprintf("etcd promoted the member, but its reply was lost: the client saw %v", err))
 	}
 	return err
+}
+
+// isVoter asks etcd directly whether member id is a voter.
+func (f *promoteReplyLoss) isVoter(ctx context.Context, id uint64) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	list, err := f.direct.MemberList(ctx)
+	if err != nil {
+		return false
+	}
+	for _, m := range list.Members {
+		if m.ID == id {
+			return !m.IsLearner
+		}
+	}
+	return false
 }
 
 // replyLost reports whether the dropped reply really failed the RPC.
