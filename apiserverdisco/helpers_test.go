@@ -28,14 +28,6 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-// fastBackoff retries quickly, so that tests about retrying stay short.
-func fastBackoff() backoff.BackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 20*time.Millisecond, 300*time.Millisecond, 0
-	b.Reset()
-	return b
-}
-
 // minutesBackoff makes any retry take ten minutes: whatever happens within
 // a test's deadline came through a watch, not a retry.
 func minutesBackoff() backoff.BackOff { return backoff.NewConstantBackOff(10 * time.Minute) }

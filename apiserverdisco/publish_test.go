@@ -23,7 +23,7 @@ func TestPublisherSurvivesLeaseLoss(t *testing.T) {
 	pcli, err := c.NewClient("http://" + p.Addr())
 	require.NoError(t, err)
 	a := publish(t, ctx, pcli, "a", "10.0.0.1:6443", apiserverdisco.WithPrefix(prefix),
-		apiserverdisco.WithTTL(time.Minute), apiserverdisco.WithBackoff(fastBackoff))
+		apiserverdisco.WithTTL(time.Minute), apiserverdisco.WithBackoff(testenv.FastBackoff))
 	publish(t, ctx, cli, "b", "10.0.0.2:6443", apiserverdisco.WithPrefix(prefix))
 	w := newWatcher(t, ctx, apiserverdisco.EtcdPrefix(cli, prefix), apiserverdisco.WithDebounce(0))
 	rec := record(t, w)
@@ -121,7 +121,7 @@ func TestRegistrationClose(t *testing.T) {
 	// Two registrations with one ID: the second put wins, the first stands
 	// by and takes over when the key goes away; closing the one that lost
 	// the key leaves the winner's key alone.
-	first := publish(t, ctx, cli, "b", "10.0.0.1:6443", apiserverdisco.WithPrefix(prefix), apiserverdisco.WithBackoff(fastBackoff))
+	first := publish(t, ctx, cli, "b", "10.0.0.1:6443", apiserverdisco.WithPrefix(prefix), apiserverdisco.WithBackoff(testenv.FastBackoff))
 	second, err := apiserverdisco.Publish(ctx, cli, "b", "10.0.0.2:6443", apiserverdisco.WithPrefix(prefix))
 	require.NoError(t, err)
 	holder := func(r *apiserverdisco.Registration, value string) func() error {

@@ -118,7 +118,7 @@ func TestNoEmptySetOnOutage(t *testing.T) {
 	// The publishers' leases must outlive the outage.
 	for i, addr := range []string{"10.0.0.1:6443", "10.0.0.2:6443"} {
 		publish(t, ctx, c.Client(), fmt.Sprintf("cp-%d", i), addr,
-			apiserverdisco.WithPrefix(prefix), apiserverdisco.WithTTL(2*time.Minute), apiserverdisco.WithBackoff(fastBackoff))
+			apiserverdisco.WithPrefix(prefix), apiserverdisco.WithTTL(2*time.Minute), apiserverdisco.WithBackoff(testenv.FastBackoff))
 	}
 	// The watcher talks to member 2 only, which loses its quorum below.
 	survivor := c.Member(2)
@@ -126,7 +126,7 @@ func TestNoEmptySetOnOutage(t *testing.T) {
 	require.NoError(t, err)
 	var errs errorLog
 	w := newWatcher(t, ctx, apiserverdisco.EtcdPrefix(wcli, prefix), apiserverdisco.WithDebounce(50*time.Millisecond),
-		apiserverdisco.WithErrorHandler(errs.handle), apiserverdisco.WithBackoff(fastBackoff), apiserverdisco.WithRequestTimeout(2*time.Second))
+		apiserverdisco.WithErrorHandler(errs.handle), apiserverdisco.WithBackoff(testenv.FastBackoff), apiserverdisco.WithRequestTimeout(2*time.Second))
 	rec := record(t, w)
 	rec.waitSet(t, "10.0.0.1:6443", "10.0.0.2:6443")
 	before := len(errs.all())
@@ -176,7 +176,7 @@ func TestResumeAfterCompaction(t *testing.T) {
 	require.NoError(t, err)
 	logs, log := newLogRecorder()
 	w := newWatcher(t, ctx, apiserverdisco.EtcdPrefix(wcli, prefix), apiserverdisco.WithDebounce(0),
-		apiserverdisco.WithLogger(log), apiserverdisco.WithBackoff(fastBackoff))
+		apiserverdisco.WithLogger(log), apiserverdisco.WithBackoff(testenv.FastBackoff))
 	rec := record(t, w)
 	a := publish(t, ctx, cli, "a", "10.0.0.1:6443", apiserverdisco.WithPrefix(prefix))
 	publish(t, ctx, cli, "b", "10.0.0.2:6443", apiserverdisco.WithPrefix(prefix))
@@ -359,7 +359,7 @@ func TestWatcherLifecycle(t *testing.T) {
 	t.Run("a closed client stops it", func(t *testing.T) {
 		cli, err := c.NewClient()
 		require.NoError(t, err)
-		w, err := apiserverdisco.NewWatcher(ctx, apiserverdisco.EtcdPrefix(cli, "/test/lifecycle/"), apiserverdisco.WithBackoff(fastBackoff))
+		w, err := apiserverdisco.NewWatcher(ctx, apiserverdisco.EtcdPrefix(cli, "/test/lifecycle/"), apiserverdisco.WithBackoff(testenv.FastBackoff))
 		require.NoError(t, err)
 		require.NoError(t, cli.Close())
 		select {

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"github.com/stretchr/testify/require"
@@ -197,20 +196,9 @@ func await(t testing.TB, ch <-chan struct{}, what string) {
 	}
 }
 
-// fastBackoff keeps tests quick: 20 ms growing to 300 ms.
-func fastBackoff() backoff.BackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 20 * time.Millisecond
-	b.MaxInterval = 300 * time.Millisecond
-	b.RandomizationFactor = 0.2
-	b.MaxElapsedTime = 0
-	b.Reset()
-	return b
-}
-
 func newManager(t testing.TB, cli *clientv3.Client, opts ...etcdmember.Option) *etcdmember.Manager {
 	t.Helper()
-	m, err := etcdmember.New(cli, append([]etcdmember.Option{etcdmember.WithBackoff(fastBackoff)}, opts...)...)
+	m, err := etcdmember.New(cli, append([]etcdmember.Option{etcdmember.WithBackoff(testenv.FastBackoff)}, opts...)...)
 	require.NoError(t, err)
 	return m
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"go.uber.org/goleak"
 )
 
@@ -123,4 +124,14 @@ func KubeconfigFile(t testing.TB, a *APIServer) string {
 		t.Fatalf("write kubeconfig: %v", err)
 	}
 	return path
+}
+
+// FastBackoff is a retry policy for tests about retrying: exponential from
+// 20 ms to a 300 ms cap, with jitter and no elapsed-time limit.
+func FastBackoff() backoff.BackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 20*time.Millisecond, 300*time.Millisecond, 0
+	b.RandomizationFactor = 0.2
+	b.Reset()
+	return b
 }
