@@ -53,6 +53,12 @@
 // with Report, check it with Check, and draw the graph with Plan and
 // Plan.DOT.
 //
-// Run blocks until every hook it started has returned: no goroutine
-// outlives it. Hooks must honour their context.
+// Run blocks until every hook it started has returned. Hooks must honour
+// their context: a hook's Run or Gate still running a grace period
+// (WithGracePeriod, 10 s by default) after its context ended is abandoned
+// — the hook fails with ErrAbandoned and its goroutine, left running the
+// hook's function, is the only one that may outlive Run. Every user
+// callback (Run, Gate, Retry and its policy, the observer, the clock, the
+// logger) is contained: a panic fails its hook or is reported, and never
+// reaches the caller or kills the process.
 package hooks

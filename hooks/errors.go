@@ -9,10 +9,18 @@ import (
 // Sentinel errors. Callers branch on them with errors.Is; the errors that
 // wrap them name the hook (or hooks) concerned.
 var (
+	// ErrInvalidInput is wrapped by every error about bad input to this
+	// package: a nil or invalid Option given to New, a nil or typed-nil
+	// context given to Run, a method called on a nil *Runner, a hook
+	// Add refuses (ErrInvalidHook wraps it too), and a Retry factory that
+	// returns a typed-nil policy. The errors name the argument or hook.
+	ErrInvalidInput = errors.New("invalid input")
+
 	// ErrInvalidHook: Add was given a hook with an empty name, a nil Run,
 	// a negative Timeout, an unknown OnFailure policy or an empty name in
-	// After.
-	ErrInvalidHook = errors.New("invalid hook")
+	// After; or a hook's Retry factory returned a typed-nil policy (the
+	// hook then fails without an attempt). It wraps ErrInvalidInput.
+	ErrInvalidHook error = &subError{"invalid hook", ErrInvalidInput}
 
 	// ErrDuplicateHook: Add was given a name that is already taken. The
 	// error names the earlier hook by its position.
@@ -43,7 +51,33 @@ var (
 	// ErrNotDone is wrapped by Check's error while any hook has not
 	// succeeded.
 	ErrNotDone = errors.New("not done")
+
+	// ErrPanic is wrapped by the error of a user callback that panicked
+	// (or called runtime.Goexit): a hook's Run, Gate or Retry factory,
+	// its policy's Reset or NextBackOff — these fail the hook, without a
+	// retry — and the observer, clock or logger, whose panics are
+	// recovered, logged where possible, and listed in
+	// Report.CallbackErrs while the run goes on. When the panic value is
+	// an error, errors.Is and errors.As see it too.
+	ErrPanic = errors.New("panicked")
+
+	// ErrAbandoned: a hook's Run or Gate had not returned a grace period
+	// (WithGracePeriod) after its context ended, so the Runner stopped
+	// waiting for it. The hook fails (or is Canceled, if the run had
+	// stopped) without a retry; the error also wraps why the context
+	// ended (ErrTimeout, ErrAborted, or the run's context error).
+	ErrAbandoned = errors.New("abandoned")
 )
+
+// subError is a sentinel that is also its parent sentinel for errors.Is,
+// with a message of its own.
+type subError struct {
+	msg    string
+	parent error
+}
+
+func (e *subError) Error() string { return e.msg }
+func (e *subError) Unwrap() error { return e.parent }
 
 // HookError is the final error of one hook that did not succeed: it failed
 // (its last attempt's error or its gate's error), was skipped (because a

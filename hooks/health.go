@@ -16,8 +16,12 @@ import (
 // pattern: not ready before Run, while hooks are unfinished, nor after a
 // run in which a hook failed, was skipped or was canceled. A Runner with
 // no hooks passes. Check does not block (beyond a short lock), ignores
-// ctx, and is goroutine-safe.
+// ctx, and is goroutine-safe. A nil *Runner gives an error wrapping
+// ErrInvalidInput.
 func (r *Runner) Check(ctx context.Context) error {
+	if r == nil {
+		return errNilRunner("Check")
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var notDone []string

@@ -27,27 +27,48 @@ type Hook struct {
 	// condition that regressed since the last attempt (the apiserver is
 	// being restarted) makes the hook wait instead of fail. A readiness
 	// wait that returns when a condition holds, and holds steadily, fits
-	// here. The Gate must return promptly, with an error, when ctx ends.
-	// A Gate error while the run goes on fails the hook without a retry:
-	// the gate does its own waiting. Time spent in the Gate does not
-	// count against Timeout.
+	// here. The Gate must return promptly, with an error, when ctx ends;
+	// one still running a grace period later is abandoned (see
+	// WithGracePeriod). A Gate error while the run goes on fails the hook
+	// without a retry: the gate does its own waiting. Time spent in the
+	// Gate does not count against Timeout. A panic in the Gate is
+	// recovered and fails the hook with an error wrapping ErrPanic.
 	Gate func(ctx context.Context) error
 
 	// Run does the work. It must honour ctx: the context ends when the
 	// attempt's Timeout passes, when another hook aborts the run, or when
 	// Run's context ends, and context.Cause(ctx) then says which. Run may
 	// return Permanent(err) (or backoff.Permanent(err)) to stop retries.
-	// A panic in Run is recovered and fails the hook without a retry.
+	// A panic in Run (or runtime.Goexit) is recovered and fails the hook
+	// without a retry, with an error wrapping ErrPanic. Run is called on
+	// a goroutine of its own, one attempt at a time.
 	Run func(ctx context.Context) error
 
 	// Timeout bounds each attempt of Run separately. Zero means no bound.
+	//
+	// When it passes, the attempt's context ends with a cause wrapping
+	// ErrTimeout, and the attempt counts as timed out whatever Run
+	// returns: an error, or nil from a Run that ignored its context and
+	// finished late. A timed-out attempt fails with an error wrapping
+	// ErrTimeout and is retried by the Retry policy like any failure —
+	// Run should therefore be idempotent. The Runner waits for a late Run
+	// for a grace period (WithGracePeriod) and then abandons it: the hook
+	// fails with an error wrapping ErrAbandoned and ErrTimeout, without a
+	// retry, since the abandoned call may still be running.
 	Timeout time.Duration
 
 	// Retry returns a fresh backoff policy for this hook. The Runner calls
 	// it at most once per run, as the first attempt starts (after the Gate
 	// first opened and a concurrency slot came free), and Resets the
 	// policy then. The policy's delays separate the attempts and its
-	// backoff.Stop ends them. Nil (or a nil policy) means a single attempt.
+	// backoff.Stop ends them. Nil (or a factory that returns a nil
+	// interface) means a single attempt. A delay of zero or less, other
+	// than backoff.Stop, is waited as MinRetryDelay. A factory that
+	// returns a typed nil (a nil *backoff.ExponentialBackOff, say) fails
+	// the hook without an attempt, with an error wrapping ErrInvalidHook
+	// that names it; a panic in the factory, in Reset or in NextBackOff
+	// fails the hook, without a further attempt, with an error wrapping
+	// ErrPanic.
 	//
 	// A policy's elapsed-time limit (backoff.ExponentialBackOff's
 	// MaxElapsedTime, 15 minutes by default) therefore does not count the

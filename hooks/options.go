@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -16,6 +15,18 @@ type options struct {
 	observer    func(Event)
 	logger      *logr.Logger
 	now         func() time.Time
+	grace       time.Duration // 0: defaultGrace
+}
+
+// defaultGrace is how long the Runner waits, by default, for a hook's Run
+// or Gate to return once its context has ended; see WithGracePeriod.
+const defaultGrace = 10 * time.Second
+
+func (o *options) gracePeriod() time.Duration {
+	if o.grace > 0 {
+		return o.grace
+	}
+	return defaultGrace
 }
 
 // WithConcurrency limits how many hooks run an attempt at the same time.
@@ -24,7 +35,7 @@ type options struct {
 func WithConcurrency(n int) Option {
 	return func(o *options) error {
 		if n < 0 {
-			return fmt.Errorf("hooks: WithConcurrency(%d): the limit must not be negative", n)
+			return fmt.Errorf("hooks: %w: WithConcurrency(%d): the limit must not be negative", ErrInvalidInput, n)
 		}
 		o.concurrency = n
 		return nil
@@ -37,12 +48,14 @@ func WithConcurrency(n int) Option {
 // before any event of a hook it released, and a hook's EventFailed before
 // the skips and cancellations it caused. f must not block for long: the
 // hook that emitted the event, and any other hook with an event to emit,
-// waits for it. f may call the Runner's Check and Report methods. A nil f
-// is an error.
+// waits for it. f may call the Runner's Check and Report methods. A panic
+// in f is recovered: it is logged, listed in Report.CallbackErrs, and the
+// run goes on (f is called again for the next event). A nil f is an error
+// wrapping ErrInvalidInput.
 func WithObserver(f func(Event)) Option {
 	return func(o *options) error {
 		if f == nil {
-			return errors.New("hooks: WithObserver(nil)")
+			return fmt.Errorf("hooks: %w: WithObserver(nil): the observer func is nil", ErrInvalidInput)
 		}
 		o.observer = f
 		return nil
@@ -51,9 +64,15 @@ func WithObserver(f func(Event)) Option {
 
 // WithLogger sets the logger the Runner logs hook progress to, and that
 // each attempt's context carries (logr.FromContext) with the hook's name.
-// Without it, the logger of Run's context is used, if any.
+// Without it, the logger of Run's context is used, if any. The zero
+// Logger discards. A panic in the logger's sink is recovered and listed in
+// Report.CallbackErrs. A Logger whose sink is a typed nil (a nil pointer
+// in the LogSink interface) is an error wrapping ErrInvalidInput.
 func WithLogger(l logr.Logger) Option {
 	return func(o *options) error {
+		if sink := l.GetSink(); sink != nil && isNil(sink) {
+			return fmt.Errorf("hooks: %w: WithLogger: the logger's sink is a nil %T", ErrInvalidInput, sink)
+		}
 		o.logger = &l
 		return nil
 	}
@@ -61,13 +80,38 @@ func WithLogger(l logr.Logger) Option {
 
 // WithClock sets the clock used for event timestamps and report durations
 // (not for timeouts or retry delays, which are real time). Tests use it
-// for reproducible reports. A nil now is an error.
+// for reproducible reports. The Runner calls now while holding its lock:
+// now must not call the Runner. A panic in now is recovered, the real
+// clock stands in for that reading, and the panic is listed in
+// Report.CallbackErrs. A nil now is an error wrapping ErrInvalidInput.
 func WithClock(now func() time.Time) Option {
 	return func(o *options) error {
 		if now == nil {
-			return errors.New("hooks: WithClock(nil)")
+			return fmt.Errorf("hooks: %w: WithClock(nil): the clock func is nil", ErrInvalidInput)
 		}
 		o.now = now
+		return nil
+	}
+}
+
+// WithGracePeriod sets how long the Runner keeps waiting for a hook's Run
+// (or Gate) to return once the context it was given has ended — because
+// the attempt's Timeout passed, a hook aborted the run, or Run's context
+// ended. The default is 10 s. A call still running after that is
+// abandoned: the Runner stops waiting, the hook fails (or is Canceled, if
+// the run had stopped) with an error wrapping ErrAbandoned, and is not
+// retried, since a second attempt would run beside the first. The
+// abandoned call's goroutine is left running the hook's function — the
+// only goroutine of a run that may outlive Run — and ends when that
+// function returns. A hook that honours its context is never abandoned:
+// it returns well within the grace period. d must be positive; zero or a
+// negative d is an error wrapping ErrInvalidInput.
+func WithGracePeriod(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("hooks: %w: WithGracePeriod(%v): the grace period must be positive", ErrInvalidInput, d)
+		}
+		o.grace = d
 		return nil
 	}
 }

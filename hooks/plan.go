@@ -20,8 +20,12 @@ type Plan struct {
 
 // Plan validates the graph as Run does and returns its Plan. Its error
 // wraps ErrUnknownDependency and/or ErrCycle. It does not block (beyond a
-// short lock) and is goroutine-safe.
+// short lock) and is goroutine-safe. A nil *Runner gives an error wrapping
+// ErrInvalidInput.
 func (r *Runner) Plan() (Plan, error) {
+	if r == nil {
+		return Plan{}, errNilRunner("Plan")
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	g := r.graph

@@ -64,6 +64,11 @@ type Report struct {
 	// one that finished last among its After hooks), and so on back to a
 	// hook with no dependencies. Only finished hooks are considered.
 	CriticalPath []string
+	// CallbackErrs lists the Runner's callbacks that panicked without
+	// failing a hook — the observer, the clock (WithClock), the logger —
+	// one error per callback, wrapping ErrPanic, with the first panic and
+	// how many calls panicked. Nil if none did.
+	CallbackErrs []error
 }
 
 // HookReport is the state and timings of one hook.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -42,15 +43,23 @@ type Runner struct {
 
 	events []Event    // guarded by mu: recorded, not yet emitted
 	obsMu  sync.Mutex // serializes observer calls; taken before mu
+
+	cb contained // panics of the observer, clock and logger
 }
 
-// New returns a Runner with the given options. It returns an error, naming
-// the option, if an option is invalid.
+// errNilRunner is the error of every method called on a nil *Runner.
+func errNilRunner(method string) error {
+	return fmt.Errorf("hooks: %w: %s called on a nil *Runner", ErrInvalidInput, method)
+}
+
+// New returns a Runner with the given options. It returns an error
+// wrapping ErrInvalidInput, naming the option, if an option is nil or
+// invalid. New does not block.
 func New(opts ...Option) (*Runner, error) {
 	r := &Runner{}
-	for _, opt := range opts {
+	for k, opt := range opts {
 		if opt == nil {
-			return nil, errors.New("hooks: New: nil Option")
+			return nil, fmt.Errorf("hooks: %w: New: option #%d is nil", ErrInvalidInput, k+1)
 		}
 		if err := opt(&r.opts); err != nil {
 			return nil, err
@@ -65,8 +74,12 @@ func New(opts ...Option) (*Runner, error) {
 // invalid, none; the error then wraps ErrInvalidHook or ErrDuplicateHook
 // for each bad hook, naming it. After names are checked by Run and Plan, so
 // hooks may be added in any order. Add after Run has started returns an
-// error wrapping ErrStarted. Add does not block.
+// error wrapping ErrStarted, and Add on a nil *Runner one wrapping
+// ErrInvalidInput. Add does not block.
 func (r *Runner) Add(hooks ...Hook) error {
+	if r == nil {
+		return errNilRunner("Add")
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.graph != nil {
@@ -117,20 +130,36 @@ func (r *Runner) Add(hooks ...Hook) error {
 // every in-flight hook, with a cause wrapping ErrAborted and its
 // *HookError, and nothing more starts.
 //
-// Run blocks until every started hook has returned, so no goroutine of the
-// run outlives it. When ctx ends, in-flight hooks and gates see their
-// context end, no further gate or attempt starts, and Run returns as soon
-// as they have returned. A hook stopped before its first attempt is
+// Run blocks until every started hook has returned, or been abandoned:
+// a Run or Gate call still running a grace period (WithGracePeriod, 10 s
+// by default) after its context ended is abandoned, failing its hook
+// without a retry (see ErrAbandoned). An abandoned call's goroutine is the
+// only goroutine of the run that may outlive Run; it ends when the hook's
+// function returns. Hooks that honour their context are never abandoned.
+// When ctx ends, in-flight hooks and gates see their context end, no
+// further gate or attempt starts, and Run returns as soon as they have
+// returned (or been abandoned). A hook stopped before its first attempt is
 // Canceled with Attempts 0.
+//
+// Every user callback Run calls is contained: a panic (or runtime.Goexit)
+// in a hook's Run, Gate or Retry factory, or in its policy's Reset or
+// NextBackOff, fails that hook without a retry, with an error wrapping
+// ErrPanic; a panic in the observer, the clock or the logger is recovered
+// and listed in Report.CallbackErrs. None of them reaches the caller's
+// goroutine or kills the process.
 //
 // Run returns nil if every hook succeeded, and otherwise a *RunError that
 // lists every failed hook with its error, every skipped hook with the
 // dependency that did not succeed, and every hook canceled unfinished, and
 // carries the full Report. A second Run returns an error wrapping
-// ErrStarted.
+// ErrStarted. A nil ctx (or an interface holding a nil pointer), or a nil
+// *Runner, gives an error wrapping ErrInvalidInput and runs nothing.
 func (r *Runner) Run(ctx context.Context) error {
-	if ctx == nil {
-		return errors.New("hooks: Run: nil context")
+	if r == nil {
+		return errNilRunner("Run")
+	}
+	if isNil(ctx) {
+		return fmt.Errorf("hooks: %w: Run: nil context", ErrInvalidInput)
 	}
 	r.mu.Lock()
 	if r.graph != nil {
@@ -149,10 +178,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	if r.opts.concurrency > 0 {
 		r.sem = semaphore.NewWeighted(int64(r.opts.concurrency))
 	}
-	r.log = logr.FromContextOrDiscard(ctx)
+	log := logr.FromContextOrDiscard(ctx)
 	if r.opts.logger != nil {
-		r.log = *r.opts.logger
+		log = *r.opts.logger
 	}
+	r.log = safeLogger(log, func(v any) { r.cb.note("logger", v) })
 	r.start = r.now()
 	for i := range r.st {
 		r.st[i].waiting = len(g.deps[i])
@@ -206,8 +236,12 @@ func (r *Runner) conclude(ctx context.Context) error {
 
 // Report returns a snapshot of the run: complete once Run has returned,
 // partial while it runs, and every hook Pending before. It does not block
-// (beyond a short lock) and is goroutine-safe.
+// (beyond a short lock) and is goroutine-safe. A nil *Runner has an empty
+// Report.
 func (r *Runner) Report() Report {
+	if r == nil {
+		return Report{}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.reportLocked()
@@ -233,14 +267,23 @@ func (r *Runner) reportLocked() Report {
 		rep.Duration = end.Sub(r.start)
 		rep.CriticalPath = criticalPath(r.graph, r.hooks, r.st)
 	}
+	rep.CallbackErrs = r.cb.errs()
 	return rep
 }
 
-func (r *Runner) now() time.Time {
-	if r.opts.now != nil {
-		return r.opts.now()
+// now reads the Runner's clock. A panic in a clock set WithClock is
+// recorded and the real clock stands in.
+func (r *Runner) now() (t time.Time) {
+	if r.opts.now == nil {
+		return time.Now()
 	}
-	return time.Now()
+	defer func() {
+		if v := recover(); v != nil {
+			r.cb.note("clock", v)
+			t = time.Now()
+		}
+	}()
+	return r.opts.now()
 }
 
 // emit hands the recorded events to the observer, one call at a time and
@@ -263,9 +306,21 @@ func (r *Runner) emit() {
 			return
 		}
 		for _, ev := range evs {
-			r.opts.observer(ev)
+			r.observe(ev)
 		}
 	}
+}
+
+// observe hands ev to the observer, recovering (logging and recording) a
+// panic so that the run goes on.
+func (r *Runner) observe(ev Event) {
+	defer func() {
+		if v := recover(); v != nil {
+			err := r.cb.note("observer", v)
+			r.log.Error(err, "observer panicked; the run goes on", "hook", ev.Hook, "event", ev.Kind.String(), "stack", string(debug.Stack()))
+		}
+	}()
+	r.opts.observer(ev)
 }
 
 func hookNames(hooks []Hook) string {

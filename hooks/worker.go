@@ -5,11 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/go-logr/logr"
 )
+
+// MinRetryDelay is the wait between two attempts of a hook when its Retry
+// policy's NextBackOff returns zero or a negative delay other than
+// backoff.Stop (backoff.ZeroBackOff does), so that such a policy cannot
+// make a failing hook spin. Positive delays are waited as given.
+// EventAttemptFailed reports the delay actually waited.
+const MinRetryDelay = 10 * time.Millisecond
 
 // work runs hook i to its outcome: gate, attempt, and retries, until it
 // succeeds, fails for good, or the run stops. It runs on its own goroutine
@@ -19,15 +27,27 @@ func (r *Runner) work(ctx context.Context, i int) {
 	attempt := 0
 	settled, holding := false, false
 	defer func() {
-		// A hook that calls runtime.Goexit (t.FailNow, say) unwinds
-		// through here without settling: free its slot and record it,
-		// rather than leave the hook running forever in the report.
+		// The user callbacks called here are contained one by one; this
+		// is the last line, for whatever user code runs on this
+		// goroutine unforeseen (an error's Unwrap or As method, say), and
+		// for runtime.Goexit, which unwinds through here without a value.
+		v := recover()
 		if holding {
 			r.sem.Release(1)
 		}
-		if !settled {
-			r.settle(ctx, i, attempt, errors.New("the hook's goroutine exited without returning (runtime.Goexit)"))
+		if settled {
+			if v != nil {
+				err := r.cb.note("runner after hook "+strconv.Quote(h.Name)+" settled", v)
+				r.log.Error(err, "panic recovered", "hook", h.Name, "stack", string(debug.Stack()))
+			}
+			return
 		}
+		err := errGoexit
+		if v != nil {
+			err = &panicError{what: "a callback of the hook", value: v}
+			r.log.Error(err, "panic recovered", "hook", h.Name, "stack", string(debug.Stack()))
+		}
+		r.settle(ctx, i, attempt, err)
 	}()
 	finish := func(err error) {
 		settled = true
@@ -41,6 +61,12 @@ func (r *Runner) work(ctx context.Context, i int) {
 		attempt-- // Run was not called
 		finish(err)
 	}
+	releaseSlot := func() {
+		if holding {
+			r.sem.Release(1)
+			holding = false
+		}
+	}
 
 	var policy backoff.BackOff
 	for attempt = 1; ; attempt++ {
@@ -50,7 +76,7 @@ func (r *Runner) work(ctx context.Context, i int) {
 		}
 		if h.Gate != nil {
 			t0 := r.enter(i, actGate, attempt, EventGateWaiting)
-			err := r.call(ctx, h.Name, "gate", h.Gate)
+			err := r.call(ctx, h.Name, "gate", h.Gate).err
 			r.spent(i, actGate, t0)
 			if err != nil {
 				attempt-- // Run was not called
@@ -69,42 +95,54 @@ func (r *Runner) work(ctx context.Context, i int) {
 			}
 			holding = true
 		}
-		// The gate may have opened, or the slot come free, as the run
-		// stopped: begin checks again, and starts nothing once it has.
-		t0, err := r.begin(ctx, i, attempt)
-		if err != nil {
-			if holding {
-				r.sem.Release(1)
-				holding = false
-			}
-			notStarted(err)
-			return
-		}
 		if policy == nil {
 			// Made (and Reset) as the first attempt starts, not at
 			// release: an elapsed-time limit does not count the wait
 			// for the first gate or slot.
-			policy = retryPolicy(h)
+			var err error
+			if policy, err = r.retryPolicy(h); err != nil {
+				releaseSlot()
+				attempt-- // Run was not called
+				finish(err)
+				return
+			}
 		}
-		err = r.attempt(ctx, h)
-		r.spent(i, actRun, t0)
-		if holding {
-			r.sem.Release(1)
-			holding = false
-		}
-		if err == nil {
-			finish(nil)
+		// The gate may have opened, or the slot come free, as the run
+		// stopped: begin checks again, and starts nothing once it has.
+		t0, err := r.begin(ctx, i, attempt)
+		if err != nil {
+			releaseSlot()
+			notStarted(err)
 			return
 		}
-		err = fmt.Errorf("attempt %d: %w", attempt, err)
+		out := r.attempt(ctx, h)
+		r.spent(i, actRun, t0)
+		releaseSlot()
+		switch {
+		case out.err == nil:
+			finish(nil)
+			return
+		case out.err == errGoexit:
+			finish(errGoexit)
+			return
+		}
+		err = fmt.Errorf("attempt %d: %w", attempt, out.err)
+		if out.abandoned {
+			// Its goroutine still runs Run: no second attempt beside it.
+			finish(err)
+			return
+		}
 		var permanent *backoff.PermanentError
 		delay := backoff.Stop
 		if ctx.Err() == nil && !errors.As(err, &permanent) {
-			delay = policy.NextBackOff()
+			delay, err = r.nextBackOff(h, policy, err)
 		}
 		if delay == backoff.Stop {
 			finish(err)
 			return
+		}
+		if delay <= 0 {
+			delay = MinRetryDelay
 		}
 		r.retrying(i, attempt, err, delay)
 		if !sleep(ctx, delay) {
@@ -114,9 +152,11 @@ func (r *Runner) work(ctx context.Context, i int) {
 	}
 }
 
-// attempt calls h.Run once, bounded by h.Timeout. An error after the
-// timeout passed wraps ErrTimeout and says the timeout.
-func (r *Runner) attempt(ctx context.Context, h *Hook) error {
+// attempt calls h.Run once, bounded by h.Timeout. An attempt that ends
+// after its timeout passed — with an error, or with nil from a Run that
+// ignored its context — fails with an error that wraps ErrTimeout and
+// says the timeout.
+func (r *Runner) attempt(ctx context.Context, h *Hook) outcome {
 	if r.log.GetSink() != nil {
 		ctx = logr.NewContext(ctx, r.log.WithValues("hook", h.Name))
 	}
@@ -126,35 +166,113 @@ func (r *Runner) attempt(ctx context.Context, h *Hook) error {
 	actx, cancel := context.WithTimeoutCause(ctx, h.Timeout,
 		fmt.Errorf("hook %q: %w after %v", h.Name, ErrTimeout, h.Timeout))
 	defer cancel()
-	err := r.call(actx, h.Name, "Run", h.Run)
-	if err != nil && ctx.Err() == nil && actx.Err() != nil && !errors.Is(err, ErrTimeout) {
-		err = fmt.Errorf("%w after %v: %w", ErrTimeout, h.Timeout, err)
+	out := r.call(actx, h.Name, "Run", h.Run)
+	if ctx.Err() != nil || out.abandoned || errors.Is(out.err, ErrTimeout) {
+		// The run stopped (not a timeout), or the error says so already.
+		return out
 	}
-	return err
+	switch {
+	case out.err == nil && out.late:
+		// Run returned nil, but only after its deadline: the work may be
+		// done, yet the attempt took longer than Timeout allows.
+		out.err = fmt.Errorf("%w after %v: Run returned nil after its deadline (it ignored its context)", ErrTimeout, h.Timeout)
+	case out.err != nil && out.err != errGoexit && actx.Err() != nil:
+		out.err = fmt.Errorf("%w after %v: %w", ErrTimeout, h.Timeout, out.err)
+	}
+	return out
 }
 
-// call calls f (a hook's Gate or Run), turning a panic into a permanent
-// error so that a bug in one hook cannot take the process down.
-func (r *Runner) call(ctx context.Context, hook, what string, f func(context.Context) error) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			r.log.Error(fmt.Errorf("panic: %v", v), "hook panicked", "hook", hook, "in", what, "stack", string(debug.Stack()))
-			err = Permanent(fmt.Errorf("%s panicked: %v", what, v))
-		}
+// outcome is the result of one call of a hook's Run or Gate.
+type outcome struct {
+	err       error
+	late      bool // it returned after its context had ended
+	abandoned bool // it had not returned a grace period after its context ended
+}
+
+// call calls f (a hook's Gate or Run) on a goroutine of its own and waits
+// for it to return. A panic in f becomes a permanent error wrapping
+// ErrPanic, and runtime.Goexit errGoexit, so that a bug in one hook cannot
+// take the process down. If f has not returned a grace period after ctx
+// ended, call stops waiting and reports it abandoned, with an error
+// wrapping ErrAbandoned and why ctx ended; f's goroutine is left to end
+// when f returns.
+func (r *Runner) call(ctx context.Context, hook, what string, f func(context.Context) error) outcome {
+	done := make(chan outcome, 1) // never blocks the goroutine, even if abandoned
+	go func() {
+		returned := false
+		defer func() {
+			if returned {
+				return
+			}
+			if v := recover(); v != nil {
+				err := &panicError{what: what, value: v}
+				r.log.Error(err, "hook panicked", "hook", hook, "in", what, "stack", string(debug.Stack()))
+				done <- outcome{err: Permanent(err)}
+				return
+			}
+			done <- outcome{err: errGoexit}
+		}()
+		err := f(ctx)
+		returned = true
+		done <- outcome{err: err, late: ctx.Err() != nil}
 	}()
-	return f(ctx)
+	select {
+	case out := <-done:
+		return out
+	case <-ctx.Done():
+	}
+	grace := r.opts.gracePeriod()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case out := <-done:
+		return out
+	case <-t.C:
+	}
+	err := fmt.Errorf("%s %w: still running %v after its context ended: %w", what, ErrAbandoned, grace, stopped(ctx))
+	r.log.Error(err, "hook abandoned; its goroutine is left running", "hook", hook, "in", what)
+	return outcome{err: err, abandoned: true}
 }
 
 // retryPolicy returns h's fresh, reset backoff policy, or one that never
-// retries.
-func retryPolicy(h *Hook) backoff.BackOff {
-	if h.Retry != nil {
-		if b := h.Retry(); b != nil {
-			b.Reset()
-			return b
-		}
+// retries if h has no Retry factory or it returns nil. A typed-nil policy
+// is an error wrapping ErrInvalidHook; a panic in the factory or in Reset
+// one wrapping ErrPanic.
+func (r *Runner) retryPolicy(h *Hook) (b backoff.BackOff, err error) {
+	if h.Retry == nil {
+		return &backoff.StopBackOff{}, nil
 	}
-	return &backoff.StopBackOff{}
+	what := "Retry"
+	defer func() {
+		if v := recover(); v != nil {
+			b, err = nil, &panicError{what: what, value: v}
+			r.log.Error(err, "hook's retry policy panicked", "hook", h.Name, "stack", string(debug.Stack()))
+		}
+	}()
+	b = h.Retry()
+	switch {
+	case b == nil:
+		return &backoff.StopBackOff{}, nil
+	case isNil(b):
+		return nil, fmt.Errorf("%w: hook %q: Retry returned a nil %T", ErrInvalidHook, h.Name, b)
+	}
+	what = "the Retry policy's Reset"
+	b.Reset()
+	return b, nil
+}
+
+// nextBackOff asks policy for the delay before the next attempt. A panic in
+// NextBackOff ends the retries: it returns backoff.Stop and attemptErr
+// joined with the panic.
+func (r *Runner) nextBackOff(h *Hook, policy backoff.BackOff, attemptErr error) (d time.Duration, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			perr := &panicError{what: "the Retry policy's NextBackOff", value: v}
+			r.log.Error(perr, "hook's retry policy panicked", "hook", h.Name, "stack", string(debug.Stack()))
+			d, err = backoff.Stop, fmt.Errorf("%w; no retry: %w", attemptErr, perr)
+		}
+	}()
+	return policy.NextBackOff(), attemptErr
 }
 
 // sleep waits for d, reporting false if ctx ended first or by the time d
