@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -283,4 +284,132 @@ func checkLevels(t *testing.T, r *hooks.Runner, g fuzzGraph) {
 			}
 		}
 	}
+}
+
+// FuzzPlanDOT checks that Plan.DOT renders any hook names as DOT that a
+// reader following the DOT language reads back as the same graph: every
+// node and edge, each name recovered exactly. data holds up to 8 names
+// separated by '|'; hook k runs after hook k-1 and after hook 0.
+func FuzzPlanDOT(f *testing.F) {
+	for _, seed := range []string{
+		"a|b|c",
+		`odd "name"|back\slash|trailing\`,
+		"new\nline|tab\tand space| |\\\\",
+		`\"|"\|\\"|\\\`,
+		"\x00|\xff\xfe|é|\r",
+		`a|a`, // duplicate: Add refuses it
+		`|x`,  // empty name: Add refuses it
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		names := strings.SplitN(data, "|", 8)
+		r, err := hooks.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var hs []hooks.Hook
+		for k, n := range names {
+			h := hooks.Hook{Name: n, Run: func(context.Context) error { return nil }}
+			if k > 0 {
+				h.After = []string{names[k-1], names[0]}
+			}
+			hs = append(hs, h)
+		}
+		if err := r.Add(hs...); err != nil {
+			if !errors.Is(err, hooks.ErrInvalidHook) && !errors.Is(err, hooks.ErrDuplicateHook) {
+				t.Fatalf("Add: %v", err)
+			}
+			return
+		}
+		p, err := r.Plan()
+		if err != nil {
+			t.Fatalf("Plan: %v", err)
+		}
+		nodes, edges, err := readDOT(p.DOT())
+		if err != nil {
+			t.Fatalf("%v in\n%s", err, p.DOT())
+		}
+		if fmt.Sprint(nodes) != fmt.Sprint(names) {
+			t.Fatalf("nodes read back %q, want %q", nodes, names)
+		}
+		var want []string
+		for k := 1; k < len(names); k++ {
+			want = append(want, names[k-1]+" -> "+names[k])
+			if k > 1 {
+				want = append(want, names[0]+" -> "+names[k])
+			}
+		}
+		if fmt.Sprint(edges) != fmt.Sprint(want) {
+			t.Fatalf("edges read back %q, want %q", edges, want)
+		}
+	})
+}
+
+// readDOT reads the statements of a DOT digraph as Plan.DOT writes them
+// (node statements with an optional attribute list, then edge statements,
+// one per line) following the DOT language: in a quoted ID \" is a quote,
+// a backslash before a newline continues the line, every other character
+// is itself. The label escapes \\ and \n are then undone, as Graphviz
+// does when it shows a node's name.
+func readDOT(dot string) (nodes, edges []string, err error) {
+	const head = "digraph hooks {\n\trankdir=LR;\n"
+	if !strings.HasPrefix(dot, head) || !strings.HasSuffix(dot, "}\n") {
+		return nil, nil, errors.New("no digraph header or closing brace")
+	}
+	s := dot[len(head) : len(dot)-2]
+	id := func() (string, error) {
+		if !strings.HasPrefix(s, `"`) {
+			return "", fmt.Errorf("ID does not start with a quote at %q", s)
+		}
+		var b strings.Builder
+		for i := 1; i < len(s); i++ {
+			switch {
+			case s[i] == '"':
+				s = s[i+1:]
+				return strings.NewReplacer(`\\`, `\`, `\n`, "\n").Replace(b.String()), nil
+			case s[i] == '\\' && i+1 < len(s) && s[i+1] == '"':
+				b.WriteByte('"')
+				i++
+			case s[i] == '\\' && i+1 < len(s) && s[i+1] == '\n':
+				i++
+			default:
+				b.WriteByte(s[i])
+			}
+		}
+		return "", errors.New("unterminated quoted ID")
+	}
+	for s != "" {
+		if !strings.HasPrefix(s, "\t") {
+			return nil, nil, fmt.Errorf("statement does not start with a tab at %q", s)
+		}
+		s = s[1:]
+		from, err := id()
+		if err != nil {
+			return nil, nil, err
+		}
+		if rest, ok := strings.CutPrefix(s, " -> "); ok {
+			s = rest
+			to, err := id()
+			if err != nil {
+				return nil, nil, err
+			}
+			edges = append(edges, from+" -> "+to)
+		} else {
+			if rest, ok := strings.CutPrefix(s, " ["); ok {
+				end := strings.Index(rest, "]")
+				if end < 0 {
+					return nil, nil, errors.New("unterminated attribute list")
+				}
+				s = rest[end+1:]
+			}
+			nodes = append(nodes, from)
+		}
+		rest, ok := strings.CutPrefix(s, ";\n")
+		if !ok {
+			return nil, nil, fmt.Errorf("statement not ended by ;\\n at %q", s)
+		}
+		s = rest
+	}
+	return nodes, edges, nil
 }

@@ -75,7 +75,14 @@ func (p Plan) DOT() string {
 	return b.String()
 }
 
-// dotID quotes a hook name as a DOT string ID.
+// dotID quotes a hook name as a DOT string ID. In a DOT quoted string \"
+// is the only escape, so a backslash just before the closing quote would
+// escape it: a name ending in a backslash gets a line continuation
+// (backslash, newline), which DOT removes, before the closing quote.
 func dotID(name string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(name) + `"`
+	s := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(name)
+	if strings.HasSuffix(s, `\`) {
+		s += "\\\n"
+	}
+	return `"` + s + `"`
 }
