@@ -160,11 +160,11 @@ func notServedReason(gvr schema.GroupVersionResource, crd objState) string {
 		return prefix + " yet"
 	case crd.err != nil:
 		return prefix + " yet (crd " + crdName + ": " + crd.err.Error() + ")"
-	case crd.obj == nil:
+	case crd.one() == nil:
 		return prefix + ": crd " + crdName + " not found"
-	case crdNotReady(crd.obj) != "":
-		return prefix + ": crd " + crdName + " " + crdNotReady(crd.obj)
-	case !slices.Contains(crdServedVersions(crd.obj), gvr.Version):
+	case crdNotReady(crd.one()) != "":
+		return prefix + ": crd " + crdName + " " + crdNotReady(crd.one())
+	case !slices.Contains(crdServedVersions(crd.one()), gvr.Version):
 		return prefix + ": crd " + crdName + " does not serve version " + gvr.Version
 	}
 	return prefix + " yet (crd " + crdName + " is established)"
@@ -172,7 +172,8 @@ func notServedReason(gvr schema.GroupVersionResource, crd objState) string {
 
 // discoveryProbe checks that every version crd serves lists its plural in
 // discovery.
-func discoveryProbe(ctx context.Context, c Clients, crd *unstructured.Unstructured) probeResult {
+func discoveryProbe(ctx context.Context, c Clients, in probeInput) probeResult {
+	crd := in.crd
 	if crd == nil {
 		return probeResult{reason: "crd not established"}
 	}

@@ -23,6 +23,12 @@ var (
 	// nil or malformed requirement, an empty name, a zero
 	// GroupVersionResource or a malformed rule. The error says which.
 	ErrInvalidInput = errors.New("invalid input")
+
+	// ErrCallbackPanicked is wrapped by every *PanicError: code the caller
+	// supplied (a Condition, the WithProgress function, the backoff
+	// factory or policy, the logger's sink, a client) panicked, and the
+	// package recovered.
+	ErrCallbackPanicked = errors.New("callback panicked")
 )
 
 // ForbiddenError says that one of the waiter's own requests was answered
@@ -230,4 +236,21 @@ func isExpired(err error) bool { return hasKind(err, statusExpired) }
 // functions add the package and function name.
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidInput, fmt.Sprintf(format, args...))
+}
+
+// isFatalProbe reports whether a probe's error ends Wait and Check: a 401,
+// or a panic of a client.
+func isFatalProbe(err error) bool {
+	var pe *PanicError
+	return isFatal(err) || errors.As(err, &pe)
+}
+
+// fatalProbeErr is the error that ends Check for a fatal probe error of
+// requirement name: a 401 as it is (it names its request), a panic with the
+// requirement's name.
+func fatalProbeErr(name string, err error) error {
+	if isFatal(err) {
+		return err
+	}
+	return fmt.Errorf("cnibootstrap: %s: %w", name, err)
 }

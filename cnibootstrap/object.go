@@ -24,9 +24,11 @@ type ObjectExists struct {
 	// GVR is the object's resource, for example
 	// {Group: "crd.projectcalico.org", Version: "v1", Resource: "clusterinformations"}.
 	GVR schema.GroupVersionResource
-	// Namespace is the object's namespace, "" for a cluster-scoped object
-	// (on a namespaced resource, "" accepts an object of that name in any
-	// namespace).
+	// Namespace is the object's namespace, "" for a cluster-scoped object.
+	// On a namespaced resource, "" accepts an object of that name in any
+	// namespace: the waiter follows every one of them, and the requirement
+	// holds while at least one exists, is not being deleted and meets the
+	// Condition (the reasons then name each as "<namespace>/<name>").
 	Namespace string
 	// Object is the object's name.
 	Object string
@@ -42,7 +44,10 @@ type ObjectExists struct {
 //
 // New calls every Condition once on an empty object: a Condition that can
 // never hold (such as FieldEquals with an empty path) must return an error
-// wrapping ErrInvalidInput there, and New rejects it.
+// wrapping ErrInvalidInput there, and New rejects it; New also rejects a
+// Condition that panics there. A Condition that panics while Wait or Check
+// evaluates it leaves its requirement unmet, with a *PanicError as the
+// Unmet entry's Err.
 type Condition func(obj *unstructured.Unstructured) error
 
 // FieldEquals returns a Condition that holds when the field at path (dot
@@ -128,8 +133,9 @@ func (r ObjectExists) validate() error {
 		return invalid("ObjectExists %s: empty Object name", r.GVR.GroupResource())
 	}
 	if r.Condition != nil {
-		if err := r.Condition(&unstructured.Unstructured{Object: map[string]any{}}); errors.Is(err, ErrInvalidInput) {
-			return fmt.Errorf("ObjectExists %s: Condition: %w", r.Name(), err)
+		err := checkCondition(r.Name(), r.Condition, &unstructured.Unstructured{Object: map[string]any{}})
+		if errors.Is(err, ErrInvalidInput) || errors.Is(err, ErrCallbackPanicked) {
+			return fmt.Errorf("%w: ObjectExists %s: Condition on an empty object: %w", ErrInvalidInput, r.Name(), err)
 		}
 	}
 	return nil
@@ -142,14 +148,28 @@ func (r ObjectExists) key() objKey {
 func (r ObjectExists) needs() needs { return needs{objects: []objKey{r.key()}} }
 
 func (r ObjectExists) eval(v *view, _ int) *Unmet {
-	obj, u := v.object(r.Name(), r.key())
-	if u != nil {
+	objs, u := v.candidates(r.Name(), r.key())
+	if u != nil || r.Condition == nil {
 		return u
 	}
-	if r.Condition != nil {
-		if err := r.Condition(obj); err != nil {
-			return &Unmet{Requirement: r.Name(), Reason: err.Error()}
+	// Any object that holds the Condition meets the requirement (with an
+	// empty Namespace on a namespaced resource there may be one per
+	// namespace); otherwise every one's reason is reported.
+	var why []string
+	var perr error
+	for _, obj := range objs {
+		err := checkCondition(r.Name(), r.Condition, obj)
+		if err == nil {
+			return nil
+		}
+		if errors.As(err, new(*PanicError)) && perr == nil {
+			perr = err
+		}
+		if q := qualified(r.key(), obj); q != r.Object {
+			why = append(why, q+": "+err.Error())
+		} else {
+			why = append(why, err.Error())
 		}
 	}
-	return nil
+	return &Unmet{Requirement: r.Name(), Reason: strings.Join(why, "; "), Err: perr}
 }

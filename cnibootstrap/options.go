@@ -33,14 +33,20 @@ func WithProgress(f func(unmet []Unmet)) Option {
 }
 
 // WithBackoff sets the policy of the backoff floor: the retries after a
-// failed list or watch, and the re-runs of SubjectAccessReviews and
-// discovery lookups when no event prompts them. newBackOff is called once
-// per watch and per probe, from their goroutines; each policy is reset
-// after a watch delivers events or a change triggers a re-run, so re-runs
-// after a change come quickly. A policy that returns backoff.Stop ends
-// that floor (events still count). The default is exponential from 250 ms,
-// doubling, with 20% jitter, capped at 30 s, never giving up. A nil
-// newBackOff is an error.
+// failed list or watch, the re-runs of SubjectAccessReviews and discovery
+// lookups when no event prompts them, and the credential re-validation
+// (see Waiter.Wait). newBackOff is called once by New, to check it, and
+// then once per watch, per probe and for the credential check of each
+// Wait, from their goroutines; each policy but the credential check's is
+// reset after a watch delivers events or a change triggers a re-run, so
+// re-runs after a change come quickly. A delay below MinDelay (zero or
+// negative included) counts as MinDelay, so no policy can make the waiter
+// spin. A policy that returns backoff.Stop does not end the retries: the
+// waiter then retries every 30 s, since giving up would leave a
+// requirement unmet that a fresh Check finds met. The default is
+// exponential from 250 ms, doubling, with 20% jitter, capped at 30 s. A
+// nil newBackOff is an error, and so is (from New) a factory that returns
+// a nil policy or panics; a panic of a policy ends Wait (see PanicError).
 func WithBackoff(newBackOff func() backoff.BackOff) Option {
 	return func(o *options) error {
 		if newBackOff == nil {
@@ -52,9 +58,15 @@ func WithBackoff(newBackOff func() backoff.BackOff) Option {
 }
 
 // WithLogger sets the logger; by default Wait uses
-// logr.FromContextOrDiscard(ctx). Failed requests are logged at V(1).
+// logr.FromContextOrDiscard(ctx). Failed requests are logged at V(1). The
+// zero Logger discards; a Logger whose sink is a typed nil (a nil pointer
+// in the LogSink interface) is an error. The sink is called under
+// recover: a panic in it ends Wait with an error wrapping a *PanicError.
 func WithLogger(l logr.Logger) Option {
 	return func(o *options) error {
+		if s := l.GetSink(); s != nil && isNil(s) {
+			return invalid("WithLogger: the logger's sink is a nil %T", s)
+		}
 		o.logger = &l
 		return nil
 	}

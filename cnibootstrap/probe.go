@@ -5,7 +5,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -17,6 +16,7 @@ import (
 // back (an RBAC change, a CRD change) is watched.
 type probeRun struct {
 	self int
+	name string // the requirement's, for errors
 	spec *probeSpec
 	// trig holds at most one pending trigger, with the CRD it is about;
 	// only the loop sends, so trigger never blocks.
@@ -26,8 +26,8 @@ type probeRun struct {
 	gen atomic.Uint64
 }
 
-func newProbeRun(self int, spec *probeSpec) *probeRun {
-	return &probeRun{self: self, spec: spec, trig: make(chan *unstructured.Unstructured, 1)}
+func newProbeRun(self int, name string, spec *probeSpec) *probeRun {
+	return &probeRun{self: self, name: name, spec: spec, trig: make(chan *unstructured.Unstructured, 1)}
 }
 
 // trigger asks for a new run, replacing any pending trigger. Only the loop
@@ -42,7 +42,11 @@ func (p *probeRun) trigger(crd *unstructured.Unstructured) {
 }
 
 func (p *probeRun) run(ctx context.Context, e *env, out chan<- any) {
-	b := e.newBackoff()
+	b, err := newPolicy(e.newBackoff)
+	if err != nil {
+		e.failFor(p.name, err)
+		return
+	}
 	var crd *unstructured.Unstructured
 	if p.spec.onRBAC || p.spec.afterCRD != "" {
 		select {
@@ -51,41 +55,54 @@ func (p *probeRun) run(ctx context.Context, e *env, out chan<- any) {
 		case crd = <-p.trig:
 		}
 	}
+	var prev *probeResult // the last answer, for a re-run on the floor
 	for {
 		gen := p.gen.Load()
-		res := p.spec.run(ctx, e.clients, crd)
+		res := p.spec.run(ctx, e.clients, probeInput{crd: crd, prev: prev})
 		switch {
 		case ctx.Err() != nil:
 			return
-		case isFatal(res.err):
-			send(ctx, out, fatalUpdate{err: res.err})
+		case isFatalProbe(res.err):
+			e.failFor(p.name, res.err)
 			return
+		case res.err == nil:
+			e.authenticated()
 		}
 		send(ctx, out, probeUpdate{self: p.self, gen: gen, res: res})
-		if !p.await(ctx, b, !res.ok, &crd) {
+		triggered, err := p.await(ctx, b, !res.ok, &crd)
+		if err != nil {
+			if ctx.Err() == nil {
+				e.failFor(p.name, err)
+			}
 			return
+		}
+		prev = nil
+		if !triggered {
+			prev = &res
 		}
 	}
 }
 
 // await waits for a trigger (which resets b and may bring a newer CRD),
-// for the floor when withFloor, or for ctx to end, and reports false in the
-// last case.
-func (p *probeRun) await(ctx context.Context, b backoff.BackOff, withFloor bool, crd **unstructured.Unstructured) bool {
+// for the floor when withFloor, or for ctx to end. It reports whether a
+// trigger came, or ctx's error, or the policy's.
+func (p *probeRun) await(ctx context.Context, b *policy, withFloor bool, crd **unstructured.Unstructured) (bool, error) {
 	var floor <-chan time.Time
 	if withFloor {
-		if d := b.NextBackOff(); d != backoff.Stop {
-			t := time.NewTimer(d)
-			defer t.Stop()
-			floor = t.C
+		d, err := b.next()
+		if err != nil {
+			return false, err
 		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		floor = t.C
 	}
 	select {
 	case <-ctx.Done():
-		return false
+		return false, ctx.Err()
 	case *crd = <-p.trig:
-		b.Reset()
+		return true, b.reset()
 	case <-floor:
+		return false, nil
 	}
-	return true
 }

@@ -2,6 +2,9 @@ package cnibootstrap
 
 import (
 	"context"
+	"maps"
+	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -55,9 +58,8 @@ type rbacScope struct {
 // probeSpec is a request that cannot be watched: a SubjectAccessReview or
 // a discovery lookup.
 type probeSpec struct {
-	// run makes the request once. crd is the CRD named by afterCRD, as last
-	// seen established, or nil.
-	run func(ctx context.Context, c Clients, crd *unstructured.Unstructured) probeResult
+	// run makes the request (or requests) once.
+	run func(ctx context.Context, c Clients, in probeInput) probeResult
 	// onRBAC: the probe first runs once the requirement's RBAC watches
 	// have all started (or failed), so that no change slips between its
 	// first answer and their first list; RBAC changes re-run it.
@@ -67,20 +69,40 @@ type probeSpec struct {
 	afterCRD string
 }
 
+// probeInput is what a probe run is given.
+type probeInput struct {
+	// crd is the CRD named by afterCRD, as last seen established, or nil.
+	crd *unstructured.Unstructured
+	// prev is the previous answer when nothing changed since it (a re-run
+	// on the backoff floor), nil after a trigger: a probe that asks
+	// several questions may then ask again only those prev did not find
+	// granted.
+	prev *probeResult
+}
+
 // probeResult is one probe's answer: ok, or why not (reason), or the
 // request's error (err, with reason describing it).
 type probeResult struct {
 	ok     bool
 	reason string
 	err    error
+	// granted says, for a probe that asks several questions, which were
+	// answered yes (by index).
+	granted []bool
 }
 
-// objState is the waiter's knowledge of one object.
+// objState is the waiter's knowledge of one object key: the objects of
+// that name, by namespace. A key with a namespace, or on a cluster-scoped
+// resource, matches at most one object; a key without a namespace on a
+// namespaced resource matches one per namespace, and each is kept, so that
+// the deletion of one leaves the others known (as a fresh list would).
 type objState struct {
 	// observed is false until the first list answered.
 	observed bool
-	// obj is the object, nil when it does not exist.
-	obj *unstructured.Unstructured
+	// objs holds the objects that exist, by namespace ("" for a
+	// cluster-scoped object); empty when none does. A state is never
+	// modified once sent: a change makes a new map.
+	objs map[string]*unstructured.Unstructured
 	// notServed, when set, says that the resource itself is not served
 	// (its list returned 404), and why.
 	notServed string
@@ -130,9 +152,45 @@ func (v *view) rbacErr(scopes []rbacScope) error {
 	return nil
 }
 
-// object returns the object under k, or an Unmet saying why it is not
-// known to exist. Objects being deleted count as absent.
+// one returns the object of a key that matches at most one (a CRD, a
+// cluster-scoped object, a namespaced one in a given namespace), or nil.
+func (s objState) one() *unstructured.Unstructured {
+	for _, o := range s.objs {
+		return o
+	}
+	return nil
+}
+
+// withObject returns a copy of s in which the object of u's namespace is u,
+// or is gone when u is nil (then ns says which namespace).
+func (s objState) withObject(ns string, u *unstructured.Unstructured) objState {
+	objs := make(map[string]*unstructured.Unstructured, len(s.objs)+1)
+	for k, o := range s.objs {
+		objs[k] = o
+	}
+	if u == nil {
+		delete(objs, ns)
+	} else {
+		objs[ns] = u
+	}
+	s.objs = objs
+	return s
+}
+
+// object returns the one object under k (a key that matches at most one),
+// or an Unmet saying why it is not known to exist. Objects being deleted
+// count as absent.
 func (v *view) object(name string, k objKey) (*unstructured.Unstructured, *Unmet) {
+	objs, u := v.candidates(name, k)
+	if u != nil {
+		return nil, u
+	}
+	return objs[0], nil
+}
+
+// candidates returns every object under k that exists and is not being
+// deleted, ordered by namespace, or an Unmet saying why there is none.
+func (v *view) candidates(name string, k objKey) ([]*unstructured.Unstructured, *Unmet) {
 	st := v.objects[k]
 	switch {
 	case !st.observed:
@@ -141,12 +199,36 @@ func (v *view) object(name string, k objKey) (*unstructured.Unstructured, *Unmet
 		return nil, &Unmet{Requirement: name, Reason: st.err.Error(), Err: st.err}
 	case st.notServed != "":
 		return nil, &Unmet{Requirement: name, Reason: st.notServed}
-	case st.obj == nil:
+	case len(st.objs) == 0:
 		return nil, &Unmet{Requirement: name, Reason: "not found"}
-	case st.obj.GetDeletionTimestamp() != nil:
-		return nil, &Unmet{Requirement: name, Reason: "being deleted"}
 	}
-	return st.obj, nil
+	var live []*unstructured.Unstructured
+	var deleting []string
+	for _, ns := range slices.Sorted(maps.Keys(st.objs)) {
+		o := st.objs[ns]
+		if o.GetDeletionTimestamp() != nil {
+			deleting = append(deleting, qualified(k, o))
+			continue
+		}
+		live = append(live, o)
+	}
+	if len(live) == 0 {
+		why := "being deleted"
+		if k.namespace == "" && len(deleting) > 0 && deleting[0] != k.name {
+			why = strings.Join(deleting, ", ") + " being deleted"
+		}
+		return nil, &Unmet{Requirement: name, Reason: why}
+	}
+	return live, nil
+}
+
+// qualified names o as "<namespace>/<name>" when k did not fix its
+// namespace and it has one, otherwise by its name.
+func qualified(k objKey, o *unstructured.Unstructured) string {
+	if k.namespace == "" && o.GetNamespace() != "" {
+		return o.GetNamespace() + "/" + o.GetName()
+	}
+	return o.GetName()
 }
 
 // probe returns the probe's answer, or an Unmet saying why there is no

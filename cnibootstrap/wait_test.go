@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -342,13 +343,13 @@ func TestNoPollingWhileCRDNotEstablished(t *testing.T) {
 	// The floor, if consulted during the first phase, would say "in an
 	// hour" and be counted.
 	var phase1 atomic.Bool
-	var floorCalls atomic.Int64
+	floorCalls := &perPolicyCalls{}
 	phase1.Store(true)
 	rec := newRecorder()
 	w, err := cnibootstrap.New(c, []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: altGVR, Object: "x"}},
 		cnibootstrap.WithProgress(rec.progress),
 		cnibootstrap.WithBackoff(func() backoff.BackOff {
-			return countingBackoff{calls: &floorCalls, phase1: &phase1}
+			return countingBackoff{calls: floorCalls, id: floorCalls.newID(), phase1: &phase1}
 		}))
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*guard)
@@ -361,7 +362,10 @@ func TestNoPollingWhileCRDNotEstablished(t *testing.T) {
 	}))
 	// An absence cannot be awaited: watch for activity for a while.
 	time.Sleep(time.Second)
-	assert.Zero(t, floorCalls.Load(), "the backoff floor was consulted while only the CRD's events can help")
+	// One policy, the credential check's, is consulted once (it then
+	// sleeps for the hour); the object's own floor never is.
+	assert.LessOrEqual(t, floorCalls.consulted(), 1, "policies consulted while only the CRD's events can help")
+	assert.LessOrEqual(t, floorCalls.max(), 1, "most calls of one policy")
 	assert.EqualValues(t, 1, lists.Load(), "lists of the unserved resource")
 
 	phase1.Store(false)
@@ -383,19 +387,61 @@ func TestNoPollingWhileCRDNotEstablished(t *testing.T) {
 	require.NoError(t, result(t, errc))
 }
 
-// countingBackoff counts NextBackOff calls made while phase1 is set and
-// then answers an hour; afterwards it answers 50 ms.
+// countingBackoff counts, per policy, the NextBackOff calls made while
+// phase1 is set and then answers an hour; afterwards it answers 50 ms.
 type countingBackoff struct {
-	calls  *atomic.Int64
+	calls  *perPolicyCalls
+	id     int
 	phase1 *atomic.Bool
 }
 
 func (b countingBackoff) NextBackOff() time.Duration {
 	if b.phase1.Load() {
-		b.calls.Add(1)
+		b.calls.add(b.id)
 		return time.Hour
 	}
 	return 50 * time.Millisecond
 }
 
 func (countingBackoff) Reset() {}
+
+// perPolicyCalls counts calls by policy.
+type perPolicyCalls struct {
+	mu     sync.Mutex
+	nextID int
+	calls  map[int]int
+}
+
+func (p *perPolicyCalls) newID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.nextID++
+	return p.nextID
+}
+
+func (p *perPolicyCalls) add(id int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.calls == nil {
+		p.calls = map[int]int{}
+	}
+	p.calls[id]++
+}
+
+// consulted is the number of policies called at least once.
+func (p *perPolicyCalls) consulted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.calls)
+}
+
+// max is the largest number of calls of one policy.
+func (p *perPolicyCalls) max() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m := 0
+	for _, n := range p.calls {
+		m = max(m, n)
+	}
+	return m
+}

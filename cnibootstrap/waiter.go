@@ -2,6 +2,7 @@ package cnibootstrap
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -24,15 +25,22 @@ type Waiter struct {
 	rbacProbes  map[rbacScope][]int // which probes an RBAC change re-runs
 	probeScopes map[int][]rbacScope // the RBAC watches that start a probe
 	crdProbes   map[string][]int    // which probes a CRD change re-runs
+
+	objNames   map[objKey]string    // the requirements each object serves, for errors
+	scopeNames map[rbacScope]string // the requirements each RBAC watch serves
 }
 
 // New checks the clients, the requirements and the options, and returns a
-// Waiter for them. It does not block and makes no request. Nil clients, a
-// nil requirement, a requirement with an empty name, a zero
+// Waiter for them. It does not block and makes no request; it calls the
+// WithBackoff factory once, and every Condition once on an empty object,
+// to check them. Nil clients (typed nils too: a nil
+// *kubernetes.Clientset, *fake.Clientset or any other nil pointer in the
+// interface), a nil requirement, a requirement with an empty name, a zero
 // GroupVersionResource or another malformed field, two requirements with
-// the same Name, and nil options give an error wrapping ErrInvalidInput
-// that names the culprit. An empty list of requirements is valid: Wait
-// then returns nil at once.
+// the same Name, nil options, a backoff factory that returns a nil policy
+// and a Condition or factory that panics give an error wrapping
+// ErrInvalidInput that names the culprit. An empty list of requirements is
+// valid: Wait then returns nil at once.
 func New(c Clients, reqs []Requirement, opts ...Option) (*Waiter, error) {
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("cnibootstrap: New: %w", err)
@@ -40,6 +48,7 @@ func New(c Clients, reqs []Requirement, opts ...Option) (*Waiter, error) {
 	w := &Waiter{
 		clients: c, reqs: slices.Clone(reqs), probes: map[int]*probeSpec{},
 		rbacProbes: map[rbacScope][]int{}, probeScopes: map[int][]rbacScope{}, crdProbes: map[string][]int{},
+		objNames: map[objKey]string{}, scopeNames: map[rbacScope]string{},
 		opts: options{newBackoff: defaultBackoff},
 	}
 	for i, o := range opts {
@@ -50,23 +59,35 @@ func New(c Clients, reqs []Requirement, opts ...Option) (*Waiter, error) {
 			return nil, fmt.Errorf("cnibootstrap: New: %w", err)
 		}
 	}
+	if _, err := newPolicy(w.opts.newBackoff); err != nil {
+		return nil, fmt.Errorf("cnibootstrap: New: WithBackoff: %w", asInvalid(err))
+	}
 	names := map[string]int{}
 	for i, r := range w.reqs {
 		if isNil(r) {
 			return nil, fmt.Errorf("cnibootstrap: New: %w", invalid("requirement %d is nil", i))
 		}
-		if err := r.validate(); err != nil {
-			return nil, fmt.Errorf("cnibootstrap: New: requirement %d: %w", i, err)
+		var name string
+		var n needs
+		err := protect(fmt.Sprintf("requirement %d", i), func() error {
+			if err := r.validate(); err != nil {
+				return err
+			}
+			name, n = r.Name(), r.needs()
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("cnibootstrap: New: requirement %d: %w", i, asInvalid(err))
 		}
-		if j, dup := names[r.Name()]; dup {
-			return nil, fmt.Errorf("cnibootstrap: New: %w", invalid("requirements %d and %d are both %q", j, i, r.Name()))
+		if j, dup := names[name]; dup {
+			return nil, fmt.Errorf("cnibootstrap: New: %w", invalid("requirements %d and %d are both %q", j, i, name))
 		}
-		names[r.Name()] = i
-		n := r.needs()
+		names[name] = i
 		for _, k := range n.objects {
 			if !slices.Contains(w.objects, k) {
 				w.objects = append(w.objects, k)
 			}
+			w.objNames[k] = joinName(w.objNames[k], name)
 		}
 		if n.probe != nil {
 			w.probes[i] = n.probe
@@ -78,6 +99,7 @@ func New(c Clients, reqs []Requirement, opts ...Option) (*Waiter, error) {
 			if !slices.Contains(w.scopes, s) {
 				w.scopes = append(w.scopes, s)
 			}
+			w.scopeNames[s] = joinName(w.scopeNames[s], name)
 			if n.probe != nil && n.probe.onRBAC {
 				w.rbacProbes[s] = append(w.rbacProbes[s], i)
 				w.probeScopes[i] = append(w.probeScopes[i], s)
@@ -87,10 +109,42 @@ func New(c Clients, reqs []Requirement, opts ...Option) (*Waiter, error) {
 	return w, nil
 }
 
+// joinName adds a requirement name to a list of them.
+func joinName(list, name string) string {
+	if list == "" {
+		return name
+	}
+	return list + ", " + name
+}
+
+// asInvalid makes err (a panic or another failure of a callback checked by
+// New) wrap ErrInvalidInput as well.
+func asInvalid(err error) error {
+	if errors.Is(err, ErrInvalidInput) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidInput, err)
+}
+
+// validCall checks the receiver and the context of Wait and Check.
+func (w *Waiter) validCall(method string, ctx context.Context) error {
+	switch {
+	case w == nil:
+		return fmt.Errorf("cnibootstrap: %s: %w", method, invalid("nil *Waiter (use New)"))
+	case ctx == nil:
+		return fmt.Errorf("cnibootstrap: %s: %w", method, invalid("nil context.Context"))
+	}
+	return nil
+}
+
 // Wait is New followed by Waiter.Wait: it blocks until every requirement
 // holds at the same time, or ctx ends, or the waiter's credentials are
-// rejected. See Waiter.Wait.
+// rejected. See Waiter.Wait. A nil ctx is an error wrapping
+// ErrInvalidInput.
 func Wait(ctx context.Context, c Clients, reqs []Requirement, opts ...Option) error {
+	if ctx == nil {
+		return fmt.Errorf("cnibootstrap: Wait: %w", invalid("nil context.Context"))
+	}
 	w, err := New(c, reqs, opts...)
 	if err != nil {
 		return err
@@ -109,17 +163,35 @@ func Wait(ctx context.Context, c Clients, reqs []Requirement, opts ...Option) er
 // When ctx ends first, Wait returns promptly an *UnmetError that wraps
 // ctx.Err() (and its cause) and lists every requirement not met, with
 // why. When the apiserver answers one of the waiter's own requests with
-// 401, Wait returns at once an error wrapping ErrUnauthorized. A 403 on
-// the waiter's own requests does not end it (the rule may be granted
-// later); it becomes the reason, a *ForbiddenError naming the missing
-// permission.
+// 401, Wait returns at once an error wrapping ErrUnauthorized: that
+// includes a credential revoked while every watch is open (its
+// ServiceAccount deleted, say), which open watches do not report; the
+// waiter re-validates its credentials with a GET of /version whenever no
+// request of its own has succeeded for one interval of the backoff floor,
+// so such a 401 is seen within one interval (about 36 s at most with the
+// default policy). A 403 on the waiter's own requests does not end it
+// (the rule may be granted later); it becomes the reason, a
+// *ForbiddenError naming the missing permission.
+//
+// Code the caller supplied is run under recover (see PanicError): a
+// panicking Condition leaves its requirement unmet; a panic in the
+// WithProgress function, the backoff factory or policy, the logger's sink
+// or a client ends Wait at once with an error wrapping the *PanicError
+// (and ErrCallbackPanicked) that names the requirements concerned. A nil
+// ctx or a nil *Waiter is an error wrapping ErrInvalidInput.
 //
 // Every goroutine Wait starts has ended when it returns.
 func (w *Waiter) Wait(ctx context.Context) error {
+	if err := w.validCall("Wait", ctx); err != nil {
+		return err
+	}
 	if len(w.reqs) == 0 {
 		return nil
 	}
-	e := w.env(ctx)
+	e, err := w.env(ctx)
+	if err != nil {
+		return err
+	}
 	run, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -127,19 +199,20 @@ func (w *Waiter) Wait(ctx context.Context) error {
 
 	out := make(chan any)
 	for _, k := range w.objects {
-		ow := &objWatch{key: k, env: e, out: out}
-		wg.Go(func() { ow.run(run) })
+		ow := &objWatch{key: k, env: e, out: out, names: w.objNames[k]}
+		e.start(&wg, ow.names, func() { ow.run(run) })
 	}
 	for _, s := range w.scopes {
-		rw := &rbacWatch{scope: s, env: e, out: out}
-		wg.Go(func() { rw.run(run) })
+		rw := &rbacWatch{scope: s, env: e, out: out, names: w.scopeNames[s]}
+		e.start(&wg, rw.names, func() { rw.run(run) })
 	}
 	probes := make(map[int]*probeRun, len(w.probes))
 	for i, spec := range w.probes {
-		p := newProbeRun(i, spec)
+		p := newProbeRun(i, w.reqs[i].Name(), spec)
 		probes[i] = p
-		wg.Go(func() { p.run(run, e, out) })
+		e.start(&wg, p.name, func() { p.run(run, e, out) })
 	}
+	e.start(&wg, "credential check", func() { e.watchCredentials(run) })
 
 	v := newView()
 	var last []Unmet
@@ -148,15 +221,17 @@ func (w *Waiter) Wait(ctx context.Context) error {
 		case <-ctx.Done():
 			v.final = true
 			return &UnmetError{Unmet: w.evaluate(v), Total: len(w.reqs), Err: ctxErr(ctx)}
+		case err := <-e.fatal:
+			return err
 		case m := <-out:
-			if err := w.apply(v, m, probes); err != nil {
-				return err
-			}
+			w.apply(v, m, probes)
 		}
 		unmet := w.evaluate(v)
 		done := len(unmet) == 0 && !v.stale()
 		if w.opts.progress != nil && (done || (len(unmet) > 0 && (last == nil || !sameUnmet(last, unmet)))) {
-			w.opts.progress(unmet)
+			if err := protect("the WithProgress function", func() error { w.opts.progress(unmet); return nil }); err != nil {
+				return fmt.Errorf("cnibootstrap: %w", err)
+			}
 			last = unmet
 		}
 		if done {
@@ -166,13 +241,13 @@ func (w *Waiter) Wait(ctx context.Context) error {
 }
 
 // apply records one message in v, triggering the probes it concerns.
-func (w *Waiter) apply(v *view, m any, probes map[int]*probeRun) error {
+func (w *Waiter) apply(v *view, m any, probes map[int]*probeRun) {
 	switch m := m.(type) {
 	case objUpdate:
 		v.objects[m.key] = m.state
-		if m.key.gvr == crdGVR && m.state.obj != nil && crdNotReady(m.state.obj) == "" {
+		if crd := m.state.one(); m.key.gvr == crdGVR && crd != nil && crdNotReady(crd) == "" {
 			for _, i := range w.crdProbes[m.key.name] {
-				probes[i].trigger(m.state.obj)
+				probes[i].trigger(crd)
 				v.markStale(i)
 			}
 		}
@@ -189,36 +264,49 @@ func (w *Waiter) apply(v *view, m any, probes map[int]*probeRun) error {
 		}
 	case probeUpdate:
 		v.probes[m.self] = probeState{ran: true, res: m.res, stale: m.gen != probes[m.self].gen.Load()}
-	case fatalUpdate:
-		return m.err
 	}
-	return nil
 }
 
 // Check evaluates every requirement once, without watching: one narrowed
 // list per object, one review or discovery lookup per probe. It blocks
 // for those requests and returns nil when every requirement holds, an
 // *UnmetError listing those that do not (with Err set to ctx's error if
-// ctx ended meanwhile), or at once an error wrapping ErrUnauthorized. It
-// is meant for diagnostics ("why is the CNI not starting?"); to wait, use
-// Wait.
-func (w *Waiter) Check(ctx context.Context) error {
+// ctx ended meanwhile), or at once an error wrapping ErrUnauthorized. A
+// Condition that panics makes its requirement unmet, with the *PanicError
+// as the entry's Err; a client that panics makes Check return an error
+// wrapping the *PanicError. A nil ctx or a nil *Waiter is an error
+// wrapping ErrInvalidInput. It is meant for diagnostics ("why is the CNI
+// not starting?"); to wait, use Wait.
+func (w *Waiter) Check(ctx context.Context) (err error) {
+	if err := w.validCall("Check", ctx); err != nil {
+		return err
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("cnibootstrap: Check: %w", newPanicError("a client in Clients", v))
+		}
+	}()
 	dyn := w.clients.Dynamic
 	v := newView()
 	for _, k := range w.objects {
-		obj, _, err := listOne(ctx, dyn, k)
-		st := objState{observed: true, obj: obj, err: err}
+		st, _, err := listObjects(ctx, dyn, k)
+		if err != nil {
+			st = objState{observed: true, err: err}
+		}
 		switch {
 		case isFatal(err):
 			return err
 		case isNotFound(err) && k.gvr != crdGVR:
 			var crd objState
 			if k.gvr.Group != "" {
-				cobj, _, cerr := listOne(ctx, dyn, objKey{gvr: crdGVR, name: k.gvr.GroupResource().String()})
+				var cerr error
+				crd, _, cerr = listObjects(ctx, dyn, objKey{gvr: crdGVR, name: k.gvr.GroupResource().String()})
 				if isFatal(cerr) {
 					return cerr
 				}
-				crd = objState{observed: true, obj: cobj, err: cerr}
+				if cerr != nil {
+					crd = objState{observed: true, err: cerr}
+				}
 			}
 			st = objState{observed: true, notServed: notServedReason(k.gvr, crd)}
 		}
@@ -228,14 +316,14 @@ func (w *Waiter) Check(ctx context.Context) error {
 		var crd *unstructured.Unstructured
 		if spec.afterCRD != "" {
 			st := v.objects[objKey{gvr: crdGVR, name: spec.afterCRD}]
-			if st.obj == nil || crdNotReady(st.obj) != "" {
+			crd = st.one()
+			if crd == nil || crdNotReady(crd) != "" {
 				continue // the CRD requirement reports why
 			}
-			crd = st.obj
 		}
-		res := spec.run(ctx, w.clients, crd)
-		if isFatal(res.err) {
-			return res.err
+		res := spec.run(ctx, w.clients, probeInput{crd: crd})
+		if isFatalProbe(res.err) {
+			return fatalProbeErr(w.reqs[i].Name(), res.err)
 		}
 		v.probes[i] = probeState{ran: true, res: res}
 	}
@@ -243,11 +331,11 @@ func (w *Waiter) Check(ctx context.Context) error {
 	if len(unmet) == 0 {
 		return nil
 	}
-	var err error
+	var cerr error
 	if ctx.Err() != nil {
-		err = ctxErr(ctx)
+		cerr = ctxErr(ctx)
 	}
-	return &UnmetError{Unmet: unmet, Total: len(w.reqs), Err: err}
+	return &UnmetError{Unmet: unmet, Total: len(w.reqs), Err: cerr}
 }
 
 // sameUnmet reports whether two reports say the same.
@@ -266,12 +354,21 @@ func (w *Waiter) evaluate(v *view) []Unmet {
 	return unmet
 }
 
-func (w *Waiter) env(ctx context.Context) *env {
+// env builds the shared state of one Wait; a logger whose WithName
+// panics is an error.
+func (w *Waiter) env(ctx context.Context) (*env, error) {
 	log := logr.FromContextOrDiscard(ctx)
 	if w.opts.logger != nil {
 		log = *w.opts.logger
 	}
-	return &env{clients: w.clients, newBackoff: w.opts.newBackoff, log: log.WithName("cnibootstrap")}
+	e := newEnv(w.clients, w.opts.newBackoff, log)
+	e.log = e.log.WithName("cnibootstrap")
+	select {
+	case err := <-e.fatal:
+		return nil, err
+	default:
+	}
+	return e, nil
 }
 
 // ctxErr is ctx's error, wrapping its cause too when that says more.

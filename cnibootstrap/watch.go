@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -23,6 +24,53 @@ type env struct {
 	clients    Clients
 	newBackoff func() backoff.BackOff
 	log        logr.Logger
+	// fatal carries the first error that ends the Wait (a 401, a panic,
+	// a broken policy); later ones are dropped.
+	fatal chan error
+	// authOK is when (UnixNano) a request of this Wait last succeeded:
+	// proof that its credentials were still accepted then.
+	authOK atomic.Int64
+}
+
+func newEnv(c Clients, newBackoff func() backoff.BackOff, log logr.Logger) *env {
+	e := &env{clients: c, newBackoff: newBackoff, fatal: make(chan error, 1)}
+	e.log = safeLogger(log, func(err error) { e.fail(fmt.Errorf("cnibootstrap: %w", err)) })
+	return e
+}
+
+// fail ends the Wait with err, unless another error did already.
+func (e *env) fail(err error) {
+	select {
+	case e.fatal <- err:
+	default:
+	}
+}
+
+// failFor ends the Wait with err, naming the requirements the failing
+// goroutine served; a 401 (which names its request) is passed as it is.
+func (e *env) failFor(names string, err error) {
+	if isFatal(err) {
+		e.fail(err)
+		return
+	}
+	e.fail(fmt.Errorf("cnibootstrap: %s: %w", names, err))
+}
+
+// authenticated records that a request just succeeded.
+func (e *env) authenticated() { e.authOK.Store(time.Now().UnixNano()) }
+
+// start runs fn on a goroutine of wg under recover: a panic there (in a
+// client in Clients; the other callbacks are protected where they are
+// called) ends the Wait naming the requirements served.
+func (e *env) start(wg *sync.WaitGroup, names string, fn func()) {
+	wg.Go(func() {
+		defer func() {
+			if v := recover(); v != nil {
+				e.failFor(names, newPanicError("a client in Clients", v))
+			}
+		}()
+		fn()
+	})
 }
 
 // messages from the goroutines of one Wait to its loop.
@@ -41,7 +89,6 @@ type (
 		gen  uint64
 		res  probeResult
 	}
-	fatalUpdate struct{ err error }
 )
 
 // send delivers msg to out unless ctx ends first.
@@ -49,24 +96,6 @@ func send(ctx context.Context, out chan<- any, msg any) {
 	select {
 	case out <- msg:
 	case <-ctx.Done():
-	}
-}
-
-// pause waits for the next interval of b, and reports false if ctx ended
-// first. A policy that says Stop pauses until ctx ends.
-func pause(ctx context.Context, b backoff.BackOff) bool {
-	d := b.NextBackOff()
-	if d == backoff.Stop {
-		<-ctx.Done()
-		return false
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }
 
@@ -85,21 +114,23 @@ func (k objKey) request(verb string) request {
 	return request{verb: verb, gvr: k.gvr, namespace: k.namespace, name: k.name}
 }
 
-// listOne lists the object under k with a metadata.name field selector (so
-// a rule with resourceNames grants it) and returns it, nil when it does
-// not exist, with the list's resourceVersion to watch from. Errors are
-// classified.
-func listOne(ctx context.Context, d dynamic.Interface, k objKey) (*unstructured.Unstructured, string, error) {
+// listObjects lists the objects under k with a metadata.name field
+// selector (so a rule with resourceNames grants it) and returns their state
+// (observed, with every match by namespace) and the list's resourceVersion
+// to watch from. Errors are classified.
+func listObjects(ctx context.Context, d dynamic.Interface, k objKey) (objState, string, error) {
 	l, err := k.resource(d).List(ctx, k.listOptions())
 	if err != nil {
-		return nil, "", classify(err, k.request("list"))
+		return objState{}, "", classify(err, k.request("list"))
 	}
+	st := objState{observed: true, objs: map[string]*unstructured.Unstructured{}}
 	for i := range l.Items {
-		if l.Items[i].GetName() == k.name {
-			return &l.Items[i], l.GetResourceVersion(), nil
+		o := &l.Items[i]
+		if o.GetName() == k.name && (k.namespace == "" || o.GetNamespace() == k.namespace) {
+			st.objs[o.GetNamespace()] = o
 		}
 	}
-	return nil, l.GetResourceVersion(), nil
+	return st, l.GetResourceVersion(), nil
 }
 
 // errWatchEnded: the server closed a watch before sending anything.
@@ -111,7 +142,7 @@ var errWatchEnded = errors.New("watch closed by the server before any event")
 // watch. It returns when ctx ends or a watch fails, with the number of
 // events (bookmarks included) it received and the classified error (410
 // Gone from an expired resourceVersion included, for the caller to relist).
-func follow(ctx context.Context, ri dynamic.ResourceInterface, opts metav1.ListOptions, rv string, req request,
+func follow(ctx context.Context, e *env, ri dynamic.ResourceInterface, opts metav1.ListOptions, rv string, req request,
 	onEvent func(watch.EventType, *unstructured.Unstructured)) (int, error) {
 	events := 0
 	for {
@@ -121,6 +152,7 @@ func follow(ctx context.Context, ri dynamic.ResourceInterface, opts metav1.ListO
 		if err != nil {
 			return events, classify(err, req)
 		}
+		e.authenticated()
 		n, err := drain(ctx, w, &rv, onEvent)
 		w.Stop()
 		events += n
@@ -167,9 +199,10 @@ func drain(ctx context.Context, w watch.Interface, rv *string, onEvent func(watc
 // objWatch follows one object with a list and a watch narrowed to its name,
 // and sends every state it learns to out.
 type objWatch struct {
-	key objKey
-	env *env
-	out chan<- any
+	key   objKey
+	env   *env
+	out   chan<- any
+	names string // the requirements served, for errors
 }
 
 func (w *objWatch) report(ctx context.Context, st objState) {
@@ -178,35 +211,50 @@ func (w *objWatch) report(ctx context.Context, st objState) {
 
 // run lists and watches until ctx ends; on errors it reports them and
 // retries on the backoff floor; while the resource is not served it
-// follows the CRD that would serve it (see untilServed). A 401 is sent to
-// out as fatal and ends it.
+// follows the CRD that would serve it (see untilServed). A 401, or a
+// failure of the backoff policy, ends the Wait through env.fail.
 func (w *objWatch) run(ctx context.Context) {
-	b := w.env.newBackoff()
+	b, err := newPolicy(w.env.newBackoff)
+	if err != nil {
+		w.env.failFor(w.names, err)
+		return
+	}
 	var crd *crdFollower // started while the resource is not served
 	defer func() { crd.stop() }()
 	for ctx.Err() == nil {
-		obj, rv, err := listOne(ctx, w.env.clients.Dynamic, w.key)
+		st, rv, err := listObjects(ctx, w.env.clients.Dynamic, w.key)
 		if err == nil {
+			w.env.authenticated()
 			crd.stop()
 			crd = nil
-			w.report(ctx, objState{observed: true, obj: obj})
+			// A (re)list replaces everything known; each event then
+			// changes the object of its namespace only.
+			w.report(ctx, st)
 			var n int
-			n, err = follow(ctx, w.key.resource(w.env.clients.Dynamic), w.key.listOptions(), rv, w.key.request("watch"),
+			n, err = follow(ctx, w.env, w.key.resource(w.env.clients.Dynamic), w.key.listOptions(), rv, w.key.request("watch"),
 				func(t watch.EventType, u *unstructured.Unstructured) {
+					if u.GetName() != w.key.name || (w.key.namespace != "" && u.GetNamespace() != w.key.namespace) {
+						return
+					}
+					ns := u.GetNamespace()
 					if t == watch.Deleted {
 						u = nil
 					}
-					w.report(ctx, objState{observed: true, obj: u})
+					st = st.withObject(ns, u)
+					w.report(ctx, st)
 				})
 			if n > 0 {
-				b.Reset()
+				if rerr := b.reset(); rerr != nil {
+					w.env.failFor(w.names, rerr)
+					return
+				}
 			}
 		}
 		switch {
 		case ctx.Err() != nil:
 			return
 		case isFatal(err):
-			send(ctx, w.out, fatalUpdate{err: err})
+			w.env.fail(err)
 			return
 		case isExpired(err):
 			continue
@@ -215,15 +263,18 @@ func (w *objWatch) run(ctx context.Context) {
 				crd = w.startCRDFollower(ctx)
 			}
 			if err := w.untilServed(ctx, b, crd); err != nil {
-				if isFatal(err) {
-					send(ctx, w.out, fatalUpdate{err: err})
+				if ctx.Err() == nil {
+					w.env.failFor(w.names, err)
 				}
 				return
 			}
 		default:
 			w.env.log.V(1).Info("watch failed; retrying", "object", w.key.request("watch").String(), "err", err.Error())
 			w.report(ctx, objState{observed: true, err: err})
-			if !pause(ctx, b) {
+			if err := pause(ctx, b); err != nil {
+				if ctx.Err() == nil {
+					w.env.failFor(w.names, err)
+				}
 				return
 			}
 		}
@@ -251,8 +302,8 @@ func (w *objWatch) startCRDFollower(ctx context.Context) *crdFollower {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	f := &crdFollower{updates: make(chan any), cancel: cancel}
-	cw := &objWatch{key: objKey{gvr: crdGVR, name: w.key.gvr.GroupResource().String()}, env: w.env, out: f.updates}
-	f.wg.Go(func() { cw.run(ctx) })
+	cw := &objWatch{key: objKey{gvr: crdGVR, name: w.key.gvr.GroupResource().String()}, env: w.env, out: f.updates, names: w.names}
+	w.env.start(&f.wg, w.names, func() { cw.run(ctx) })
 	return f
 }
 
@@ -270,36 +321,38 @@ func (f *crdFollower) stop() {
 // aggregated API or the core group; it cannot be read; or it looks ready
 // but the list still 404s). While the CRD exists but is not established,
 // only its events wake it: no polling. It returns nil to retry the list,
-// ctx's error, or a fatal error.
-func (w *objWatch) untilServed(ctx context.Context, b backoff.BackOff, crd *crdFollower) error {
+// ctx's error, or the policy's error.
+func (w *objWatch) untilServed(ctx context.Context, b *policy, crd *crdFollower) error {
 	for {
 		var st objState
 		if crd != nil {
 			st = crd.state
 		}
 		w.report(ctx, objState{observed: true, notServed: notServedReason(w.key.gvr, st)})
-		ready := st.obj != nil && crdServes(st.obj, w.key.gvr.Version)
-		if ready && st.obj.GetResourceVersion() != crd.triedRV {
-			crd.triedRV = st.obj.GetResourceVersion()
-			b.Reset()
-			return nil
+		obj := st.one()
+		ready := obj != nil && crdServes(obj, w.key.gvr.Version)
+		if ready && obj.GetResourceVersion() != crd.triedRV {
+			crd.triedRV = obj.GetResourceVersion()
+			return b.reset()
 		}
 		var floor *time.Timer
-		if crd == nil || (st.observed && (st.err != nil || st.obj == nil || ready)) {
-			if d := b.NextBackOff(); d != backoff.Stop {
-				floor = time.NewTimer(d)
+		if crd == nil || (st.observed && (st.err != nil || obj == nil || ready)) {
+			d, err := b.next()
+			if err != nil {
+				return err
 			}
+			floor = time.NewTimer(d)
 		}
 		m, err := w.awaitCRD(ctx, floor, crd)
 		if m == nil || err != nil {
-			return err // the floor passed (nil), ctx ended, or fatal
+			return err // the floor passed (nil), or ctx ended
 		}
 		crd.state = m.state
 	}
 }
 
-// awaitCRD returns the next update of the CRD follower (nil when there is
-// none), or nil, nil when the floor timer fires first. It stops the timer.
+// awaitCRD returns the next update of the CRD follower, or nil, nil when
+// the floor timer fires first, or ctx's error. It stops the timer.
 func (w *objWatch) awaitCRD(ctx context.Context, floor *time.Timer, crd *crdFollower) (*objUpdate, error) {
 	var floorC <-chan time.Time
 	if floor != nil {
@@ -316,13 +369,8 @@ func (w *objWatch) awaitCRD(ctx context.Context, floor *time.Timer, crd *crdFoll
 	case <-floorC:
 		return nil, nil
 	case m := <-updates:
-		switch m := m.(type) {
-		case fatalUpdate:
-			return nil, m.err
-		case objUpdate:
-			return &m, nil
-		}
-		return nil, fmt.Errorf("cnibootstrap: unexpected message %T", m)
+		u, _ := m.(objUpdate) // the follower sends nothing else
+		return &u, nil
 	}
 }
 
@@ -334,10 +382,15 @@ type rbacWatch struct {
 	scope rbacScope
 	env   *env
 	out   chan<- any
+	names string // the requirements served, for errors
 }
 
 func (w *rbacWatch) run(ctx context.Context) {
-	b := w.env.newBackoff()
+	b, err := newPolicy(w.env.newBackoff)
+	if err != nil {
+		w.env.failFor(w.names, err)
+		return
+	}
 	ri := objKey{gvr: w.scope.gvr, namespace: w.scope.namespace}.resource(w.env.clients.Dynamic)
 	req := request{gvr: w.scope.gvr, namespace: w.scope.namespace}
 	listReq, watchReq := req, req
@@ -346,17 +399,21 @@ func (w *rbacWatch) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		l, err := ri.List(ctx, metav1.ListOptions{Limit: 1})
 		if err == nil {
+			w.env.authenticated()
 			// After the first list, a relist means events may have been
 			// missed: count it as a change.
 			send(ctx, w.out, rbacUpdate{scope: w.scope, changed: !first})
 			first = false
 			var n int
-			n, err = follow(ctx, ri, metav1.ListOptions{}, l.GetResourceVersion(), watchReq,
+			n, err = follow(ctx, w.env, ri, metav1.ListOptions{}, l.GetResourceVersion(), watchReq,
 				func(watch.EventType, *unstructured.Unstructured) {
 					send(ctx, w.out, rbacUpdate{scope: w.scope, changed: true})
 				})
 			if n > 0 {
-				b.Reset()
+				if rerr := b.reset(); rerr != nil {
+					w.env.failFor(w.names, rerr)
+					return
+				}
 			}
 		} else {
 			err = classify(err, listReq)
@@ -365,14 +422,17 @@ func (w *rbacWatch) run(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case isFatal(err):
-			send(ctx, w.out, fatalUpdate{err: err})
+			w.env.fail(err)
 			return
 		case isExpired(err):
 			continue
 		}
 		w.env.log.V(1).Info("RBAC watch failed; retrying", "request", watchReq.String(), "err", err.Error())
 		send(ctx, w.out, rbacUpdate{scope: w.scope, err: err})
-		if !pause(ctx, b) {
+		if err := pause(ctx, b); err != nil {
+			if ctx.Err() == nil {
+				w.env.failFor(w.names, err)
+			}
 			return
 		}
 	}
