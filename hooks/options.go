@@ -30,7 +30,9 @@ func (o *options) gracePeriod() time.Duration {
 }
 
 // WithConcurrency limits how many hooks run an attempt at the same time.
-// Hooks waiting on their gate or between retries do not count. Zero (the
+// Hooks waiting on their gate or between retries do not count, nor do
+// abandoned calls (see WithGracePeriod): their slot is freed when the
+// Runner stops waiting for them. Zero (the
 // default) means no limit; a negative n is an error.
 func WithConcurrency(n int) Option {
 	return func(o *options) error {
