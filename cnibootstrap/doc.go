@@ -29,6 +29,12 @@
 //		cnibootstrap.Allowed{ServiceAccount: types.NamespacedName{Namespace: "kube-system", Name: "calico-typha"},
 //			Verb: "list", Group: "crd.projectcalico.org", Resource: "clusterinformations"},
 //	}
+//
+// One Allowed can also name every permission of a role at once, with
+// Rules (for typha, the rules of its ClusterRole); the report then names
+// each permission still denied:
+//
+//	cnibootstrap.Allowed{ServiceAccount: typha, Rules: typhaClusterRole.Rules}
 //	clients, err := cnibootstrap.NewClients(restConfig)
 //	...
 //	err = cnibootstrap.Wait(ctx, clients, reqs, cnibootstrap.WithProgress(report))
@@ -75,6 +81,16 @@
 // prerequisite can fix a bad credential); a 403 does not (the missing rule
 // is often part of the same bootstrap) but becomes the reason, a
 // *ForbiddenError naming the verb, resource and group the waiter lacks.
+// Open watches do not see a credential revoked after they started, so
+// whenever none of its requests has succeeded for one interval of the
+// backoff floor, the waiter sends a GET of /version to find out (at most
+// one per 36 s with the default policy, none while other requests
+// succeed).
+//
+// Code the caller supplies — Conditions, the WithProgress function, the
+// backoff factory and policies, the logger's sink, the clients — runs
+// under recover; a panic is a *PanicError (see its doc), never a crash of
+// the host process. Retry delays are never shorter than MinDelay.
 //
 // Every goroutine Wait starts has ended when it returns.
 //
@@ -98,11 +114,14 @@
 //   - ClusterRoleBindingExists{Binding: b}: list, watch on
 //     clusterrolebindings (group rbac.authorization.k8s.io), resourceNames [b].
 //   - Allowed: create on subjectaccessreviews (group
-//     authorization.k8s.io); list, watch on all clusterroles and
-//     clusterrolebindings (any of them may grant the permission); with a
-//     Namespace n, also list, watch on roles and rolebindings in n. Without
-//     the watches the review is re-run on the floor only, and the reason
-//     says so.
+//     authorization.k8s.io), one review per permission; list, watch on all
+//     clusterroles and clusterrolebindings (any of them may grant the
+//     permission); with a Namespace n, also list, watch on roles and
+//     rolebindings in n. Without the watches the reviews are re-run on
+//     the floor only, and the reason says so.
+//   - Always: get on the non-resource URL /version, for the credential
+//     check, which the default system:public-info-viewer ClusterRole
+//     grants everyone (a 403 there is harmless: only a 401 counts).
 //
 // For the Calico case above that is, as a ClusterRole:
 //

@@ -68,6 +68,14 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{name: "allowed without verb", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Resource: "pods"}}, want: "Allowed for u: empty Verb"},
 		{name: "allowed without resource", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Verb: "get"}}, want: "Allowed for u: empty Resource"},
 		{name: "allowed subresource in resource", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Verb: "get", Resource: "pods/log"}}, want: "put the subresource"},
+		{name: "allowed single form and rules", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Verb: "get", Resource: "pods", Rules: rule(rbacv1.PolicyRule{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"pods"}})}}, want: "or Rules, not both"},
+		{name: "allowed rule without verbs", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Rules: rule(rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}})}}, want: "Allowed for u: rule 0 has no Verbs"},
+		{name: "allowed rule without groups", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Rules: rule(rbacv1.PolicyRule{Verbs: []string{"get"}, Resources: []string{"pods"}})}}, want: "rule 0 has Resources but no APIGroups"},
+		{name: "allowed rule without resources", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Rules: rule(rbacv1.PolicyRule{Verbs: []string{"get"}, APIGroups: []string{""}})}}, want: "neither Resources nor NonResourceURLs"},
+		{name: "allowed rule urls in namespace", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Namespace: "ns", Rules: rule(rbacv1.PolicyRule{Verbs: []string{"get"}, NonResourceURLs: []string{"/metrics"}})}}, want: `has NonResourceURLs, which have no namespace, but Namespace is "ns"`},
+		{name: "allowed rule malformed resource", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Rules: rule(rbacv1.PolicyRule{Verbs: []string{"get"}, APIGroups: []string{""}, Resources: []string{"pods/log/x"}})}}, want: `malformed resource "pods/log/x"`},
+		{name: "allowed rule empty verb", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Rules: rule(rbacv1.PolicyRule{Verbs: []string{""}, APIGroups: []string{""}, Resources: []string{"pods"}})}}, want: "has an empty verb"},
+		{name: "allowed rule relative url", reqs: []cnibootstrap.Requirement{cnibootstrap.Allowed{User: "u", Rules: rule(rbacv1.PolicyRule{Verbs: []string{"get"}, NonResourceURLs: []string{"metrics"}})}}, want: `non-resource URL "metrics" that does not start with /`},
 		{name: "nil option", opts: []cnibootstrap.Option{nil}, want: "option 0 is nil"},
 		{name: "nil progress", opts: []cnibootstrap.Option{cnibootstrap.WithProgress(nil)}, want: "WithProgress(nil)"},
 		{name: "nil backoff", opts: []cnibootstrap.Option{cnibootstrap.WithBackoff(nil)}, want: "WithBackoff(nil)"},
@@ -116,6 +124,10 @@ func TestNames(t *testing.T) {
 		{cnibootstrap.ClusterRoleBindingExists{Binding: "calico-typha"}, "clusterrolebinding calico-typha"},
 		{cnibootstrap.Allowed{ServiceAccount: typhaSA, Verb: "list", Group: "crd.projectcalico.org", Resource: "clusterinformations"}, nameTypha},
 		{cnibootstrap.Allowed{User: "alice", Verb: "get", Resource: "pods", Subresource: "log", ResourceName: "p", Namespace: "ns"}, "alice can get pods/log named p in namespace ns"},
+		{cnibootstrap.Allowed{User: "alice", Namespace: "ns", Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{"", "apps"}, Resources: []string{"pods", "deployments/status"}, ResourceNames: []string{"a", "b"}, Verbs: []string{"get", "patch"}},
+			{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}},
+			"alice can get,patch pods,deployments/status,pods.apps,deployments/status.apps named a,b; get /metrics in namespace ns"},
 	} {
 		assert.Equal(t, tc.want, tc.r.Name())
 	}
