@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // AddLearner makes sure a learner with the given name and peer URLs is in
@@ -27,14 +29,24 @@ import (
 //     set of learners, and retries; so does etcd's strict reconfiguration
 //     check ("unhealthy cluster" for a few seconds after a promotion).
 //
-// name must be non-empty (etcd learns it only when the member starts; the
-// name is used to detect conflicts and to build Join's initial-cluster).
-// peerURLs must be http or https host:port URLs without a path; they are
-// checked before any RPC (ErrInvalidArgument). Permanent errors
-// (permission denied, bad URLs) are returned at once. When ctx ends it
+// name must be non-empty and must not contain ',', '=', white space or
+// control characters (etcd learns it only when the member starts; it is
+// used to detect conflicts and goes into Join's --initial-cluster).
+// peerURLs must be http or https host:port URLs without a path, user,
+// query or fragment (IPv6 literals, zones included, are fine); they are
+// checked before any RPC and sent in canonical form (scheme and host in
+// lower case). Bad input is an error wrapping ErrInvalidArgument that
+// names it. Permanent errors (permission denied, an error the client
+// library raises before sending) are returned at once. When ctx ends it
 // returns an error wrapping ctx.Err() that says what it was waiting for.
-func (m *Manager) AddLearner(ctx context.Context, name string, peerURLs []string) (Member, error) {
-	mem, _, _, err := m.addLearner(ctx, name, peerURLs)
+// Safe for concurrent use.
+func (m *Manager) AddLearner(ctx context.Context, name string, peerURLs []string) (_ Member, err error) {
+	c, err := m.begin(ctx, "AddLearner")
+	if err != nil {
+		return Member{}, err
+	}
+	defer c.end(&err)
+	mem, _, _, err := c.addLearner(ctx, name, peerURLs)
 	return mem, err
 }
 
@@ -45,20 +57,20 @@ func (m *Manager) AddLearner(ctx context.Context, name string, peerURLs []string
 // arrived or not — and, when the reply did not arrive, only if it is still
 // an unstarted learner: the caller has not started it yet, so a member
 // found started (or a voter) is someone else's.
-func (m *Manager) addLearner(ctx context.Context, name string, peerURLs []string) (Member, bool, []Member, error) {
-	if name == "" {
-		return Member{}, false, nil, invalid("empty member name")
+func (c *call) addLearner(ctx context.Context, name string, peerURLs []string) (Member, bool, []Member, error) {
+	if err := validateName(name); err != nil {
+		return Member{}, false, nil, err
 	}
 	urls, err := validatePeerURLs(peerURLs)
 	if err != nil {
 		return Member{}, false, nil, err
 	}
-	b, err := m.newBackoff()
+	b, err := c.newRetry()
 	if err != nil {
 		return Member{}, false, nil, err
 	}
 	what := fmt.Sprintf("add learner %q %v", name, urls)
-	log := &stateLog{log: m.log(ctx).WithValues("name", name, "peerURLs", urls)}
+	log := &stateLog{log: c.log.WithValues("name", name, "peerURLs", urls)}
 	// ambiguous: a MemberAddAsLearner of ours may have been applied
 	// although its reply said otherwise (timeout, lost connection).
 	ambiguous := false
@@ -67,7 +79,7 @@ func (m *Manager) addLearner(ctx context.Context, name string, peerURLs []string
 		if ctx.Err() != nil {
 			return Member{}, false, nil, canceled(ctx, what, pending)
 		}
-		members, ok, err := m.listOrWait(ctx, b, log, what, &pending)
+		members, ok, err := c.listOrWait(ctx, b, log, what, &pending)
 		if err != nil {
 			return Member{}, false, nil, err
 		}
@@ -87,20 +99,23 @@ func (m *Manager) addLearner(ctx context.Context, name string, peerURLs []string
 			return existing, added, members, nil
 		}
 		if stale, ok := byName(members, name); ok {
-			if !m.opt.replaceStale {
+			if !c.m.opt.replaceStale {
 				return Member{}, false, members, &ConflictError{Name: name, PeerURLs: urls, Existing: stale}
 			}
 			log.info("replace-stale", "removing stale member with the same name", "id", hex(stale.ID), "stalePeerURLs", stale.PeerURLs)
-			if err := m.Remove(ctx, stale.ID, RemoveOptions{}); err != nil {
+			if _, err := c.remove(ctx, stale.ID, RemoveOptions{}); err != nil {
 				return Member{}, false, members, fmt.Errorf("etcdmember: %s: replacing stale member %x: %w", what, stale.ID, err)
 			}
 			continue
 		}
 
 		// Not there: add it.
-		rctx, cancel := m.rpcCtx(ctx)
-		resp, err := m.cl.MemberAddAsLearner(rctx, urls)
-		cancel()
+		var resp *pb.MemberAddResponse
+		err = c.cluster(ctx, false, func(ctx context.Context, cc pb.ClusterClient) error {
+			var err error
+			resp, err = cc.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: urls, IsLearner: true}, failFast)
+			return err
+		})
 		if err == nil && resp != nil && resp.Member != nil && resp.Member.ID != 0 {
 			added := fromPB(resp.Members)
 			mem, ok := find(added, resp.Member.ID)
@@ -112,12 +127,12 @@ func (m *Manager) addLearner(ctx context.Context, name string, peerURLs []string
 			return mem, true, added, nil
 		}
 		if err == nil {
-			err = fmt.Errorf("malformed MemberAddAsLearner response: %v", resp)
+			err = status.Errorf(codes.Internal, "malformed MemberAdd response: %v", resp)
 		}
 		k := classify(ctx, err)
 		switch k {
 		case kindPermanent, kindCanceled:
-			return Member{}, false, nil, m.stop(ctx, k, what, pending, err)
+			return Member{}, false, nil, stop(ctx, k, what, pending, err)
 		case kindPeerURLExists:
 			// Someone (perhaps our own earlier, timed-out request) added
 			// it: the next member list names it.
@@ -145,7 +160,7 @@ func (m *Manager) addLearner(ctx context.Context, name string, peerURLs []string
 			pending = fmt.Sprintf("adding the learner (last error: %v)", err)
 			log.info("add-error "+k.String(), "adding the learner failed; re-reading the member list", "err", err)
 		}
-		if err := m.wait(ctx, b, what, pending); err != nil {
+		if err := c.wait(ctx, b, what, pending); err != nil {
 			return Member{}, false, nil, err
 		}
 	}

@@ -58,7 +58,7 @@ func TestBadInput(t *testing.T) {
 		"AddLearner scheme":     func() error { _, err := m.AddLearner(ctx, "n", []string{"unix:///run/etcd.sock"}); return err },
 		"Promote zero ID":       func() error { _, err := m.Promote(ctx, 0); return err },
 		"WaitStarted zero ID":   func() error { _, err := m.WaitStarted(ctx, 0); return err },
-		"Remove zero ID":        func() error { return m.Remove(ctx, 0, etcdmember.RemoveOptions{}) },
+		"Remove zero ID":        func() error { _, err := m.Remove(ctx, 0, etcdmember.RemoveOptions{}); return err },
 		"Join nil start": func() error {
 			_, err := m.Join(ctx, "n", []string{"http://127.0.0.1:2380"}, etcdmember.JoinOptions{}, nil)
 			return err

@@ -70,8 +70,11 @@ func (k kind) String() string {
 // classify says what err, returned by an RPC made under ctx (the caller's
 // context, not the per-RPC one), means. etcd's errors arrive as gRPC
 // statuses or as the client's rpctypes.EtcdError values; rpctypes.Error
-// maps both (and etcd's bare error strings, e.g. from a promote forwarded
-// to the leader over HTTP) to the exported rpctypes values compared here.
+// maps both (and etcd's bare error strings) to the exported rpctypes
+// values compared here. An error that is none of these, nor a context
+// error, was raised by the client library before anything was sent (a
+// request it rejects locally, a bad configuration): permanent, because
+// sending it again would fail again.
 func classify(ctx context.Context, err error) kind {
 	if err == nil {
 		return kindTransient // not called with nil; harmless
@@ -79,7 +82,7 @@ func classify(ctx context.Context, err error) kind {
 	if ctx.Err() != nil {
 		return kindCanceled
 	}
-	e := rpctypes.Error(err)
+	e := etcdError(err)
 	switch {
 	case errors.Is(e, rpctypes.ErrMemberNotFound):
 		return kindMemberNotFound
@@ -93,6 +96,10 @@ func classify(ctx context.Context, err error) kind {
 		return kindPeerURLExists
 	case errors.Is(e, rpctypes.ErrMemberNotEnoughStarted), errors.Is(e, rpctypes.ErrUnhealthy):
 		return kindReconfigRefused
+	case errors.Is(e, errNotForLearner):
+		// Sent to a learner's client URL, which refused it before doing
+		// anything; another endpoint may take it.
+		return kindTransient
 	case errors.Is(e, rpctypes.ErrNotLeader), errors.Is(e, rpctypes.ErrNoLeader),
 		errors.Is(e, rpctypes.ErrLeaderChanged), errors.Is(e, rpctypes.ErrStopped),
 		errors.Is(e, rpctypes.ErrTimeout), errors.Is(e, rpctypes.ErrTimeoutDueToLeaderFail),
@@ -108,31 +115,50 @@ func classify(ctx context.Context, err error) kind {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return kindTransient
 	}
-	switch code(e) {
+	c, ok := code(e)
+	if !ok {
+		return kindPermanent // raised by the client library: nothing was sent
+	}
+	switch c {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted,
 		codes.ResourceExhausted, codes.Internal, codes.Unknown:
 		// Canceled with a live caller context: the connection was closed
 		// under the call. Unknown/Internal: a transport hiccup or a server
 		// error without a code; the member list will tell.
 		return kindTransient
-	case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument,
-		codes.NotFound, codes.AlreadyExists, codes.OutOfRange, codes.Unimplemented,
-		codes.FailedPrecondition, codes.DataLoss:
-		return kindPermanent
 	}
-	// Not a gRPC status at all: a dial error or similar.
-	return kindTransient
+	// PermissionDenied, Unauthenticated, InvalidArgument, NotFound,
+	// AlreadyExists, OutOfRange, Unimplemented, FailedPrecondition,
+	// DataLoss, OK (a status error with OK makes no sense).
+	return kindPermanent
 }
 
-// code returns the gRPC code of an etcd or gRPC error, codes.Unknown for
-// anything else.
-func code(err error) codes.Code {
+// etcdError returns the innermost etcd or gRPC error of err as an
+// rpctypes value where etcd has one, else err.
+func etcdError(err error) error {
 	var ee rpctypes.EtcdError
 	if errors.As(err, &ee) {
-		return ee.Code()
+		return ee
 	}
-	if s, ok := status.FromError(err); ok {
-		return s.Code()
+	var gs interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &gs) {
+		if inner, ok := gs.(error); ok {
+			return rpctypes.Error(inner)
+		}
 	}
-	return codes.Unknown
+	return rpctypes.Error(err)
+}
+
+// code returns the gRPC code of an etcd or gRPC error, and false for an
+// error that is neither.
+func code(err error) (codes.Code, bool) {
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code(), true
+	}
+	var gs interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &gs) && gs.GRPCStatus() != nil {
+		return gs.GRPCStatus().Code(), true
+	}
+	return codes.Unknown, false
 }

@@ -3,7 +3,6 @@ package etcdmember
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -27,6 +26,12 @@ var (
 	// index did not advance, or it never started) for the stall timeout. A
 	// *StalledError wrapping it carries the indices.
 	ErrLearnerStalled = errors.New("learner stalled")
+
+	// ErrCallbackPanicked: a function the caller gave the Manager (Join's
+	// start function, the WithBackoff factory or its policy, the
+	// WithProgress callback, the logger) panicked. The panic was
+	// recovered; a *CallbackError wrapping it names the callback.
+	ErrCallbackPanicked = errors.New("callback panicked")
 
 	// ErrWouldLoseQuorum: Remove refused to remove a voter because the
 	// healthy voters left would be short of a quorum, or etcd's own
@@ -64,35 +69,20 @@ func (e *ConflictError) Error() string {
 func (e *ConflictError) Unwrap() error { return ErrConflict }
 
 // StalledError is the error of Promote, WaitStarted and Join when a learner
-// made no progress for the stall timeout (WithStallTimeout).
-// errors.Is(err, ErrLearnerStalled) holds.
+// made no progress for the stall timeout (WithStallTimeout) — including a
+// learner that did not answer a status request on its client URL
+// (unreachable) for that long. errors.Is(err, ErrLearnerStalled) holds.
 type StalledError struct {
 	// Progress is the last reading: the learner's and the leader's raft
-	// applied indices (zero when unknown) and how long the learner's
-	// index has not moved.
+	// applied indices (each with whether it could be read at all) and how
+	// long the learner's index has not moved.
 	Progress Progress
 	// Timeout is the stall timeout that passed.
 	Timeout time.Duration
 }
 
 func (e *StalledError) Error() string {
-	p := e.Progress
-	var b strings.Builder
-	fmt.Fprintf(&b, "etcdmember: learner %x", p.ID)
-	if p.Name != "" {
-		fmt.Fprintf(&b, " (%s)", p.Name)
-	}
-	if !p.Started {
-		fmt.Fprintf(&b, " stalled: not started after %s", p.NoProgressFor.Round(time.Millisecond))
-	} else {
-		fmt.Fprintf(&b, " stalled: raft applied index %d (leader %x at %d), no progress for %s",
-			p.LearnerApplied, p.LeaderID, p.LeaderApplied, p.NoProgressFor.Round(time.Millisecond))
-	}
-	fmt.Fprintf(&b, " (stall timeout %s)", e.Timeout)
-	if p.Err != nil {
-		fmt.Fprintf(&b, "; last status error: %v", p.Err)
-	}
-	return b.String()
+	return fmt.Sprintf("etcdmember: learner stalled (stall timeout %s): %s", e.Timeout, e.Progress)
 }
 
 // Unwrap returns ErrLearnerStalled.
@@ -134,6 +124,32 @@ func (e *QuorumError) Unwrap() []error {
 		return []error{ErrWouldLoseQuorum, e.Server}
 	}
 	return []error{ErrWouldLoseQuorum}
+}
+
+// CallbackError is the error of a call during which a function the caller
+// gave (Callback names it) panicked; the panic was recovered.
+// errors.Is(err, ErrCallbackPanicked) holds, and so does errors.Is(err,
+// v) when the panic value v is an error.
+type CallbackError struct {
+	// Callback names the function: "start function", "WithBackoff
+	// factory", "backoff policy", "WithProgress callback", "logger".
+	Callback string
+	// Value is what it panicked with; Stack the goroutine's stack then.
+	Value any
+	Stack []byte
+}
+
+func (e *CallbackError) Error() string {
+	return fmt.Sprintf("etcdmember: %s panicked: %v", e.Callback, e.Value)
+}
+
+// Unwrap returns ErrCallbackPanicked and, when the panic value is an error,
+// that error.
+func (e *CallbackError) Unwrap() []error {
+	if err, ok := e.Value.(error); ok {
+		return []error{ErrCallbackPanicked, err}
+	}
+	return []error{ErrCallbackPanicked}
 }
 
 // invalid returns an error wrapping ErrInvalidArgument.

@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -37,7 +36,6 @@ func TestClassify(t *testing.T) {
 		{"invalid auth token", rpctypes.ErrGRPCInvalidAuthToken, kindPermanent},
 		{"bad URLs", rpctypes.ErrGRPCMemberBadURLs, kindPermanent},
 		{"cluster ID mismatch", rpctypes.ErrGRPCClusterIDMismatch, kindPermanent},
-		{"learner endpoint", rpctypes.ErrGRPCNotSupportedForLearner, kindPermanent},
 		{"other invalid argument", status.Error(codes.InvalidArgument, "nope"), kindPermanent},
 		{"no leader", rpctypes.ErrGRPCNoLeader, kindTransient},
 		{"not leader", rpctypes.ErrGRPCNotLeader, kindTransient},
@@ -48,7 +46,10 @@ func TestClassify(t *testing.T) {
 		{"per-RPC deadline", context.DeadlineExceeded, kindTransient},
 		{"grpc deadline", status.Error(codes.DeadlineExceeded, "deadline"), kindTransient},
 		{"connection closing", status.Error(codes.Canceled, "grpc: the client connection is closing"), kindTransient},
-		{"dial error", errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), kindTransient},
+		{"connection refused (as gRPC reports it)", status.Error(codes.Unavailable, "connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused\""), kindTransient},
+		{"learner endpoint (another endpoint may take it)", rpctypes.ErrGRPCNotSupportedForLearner, kindTransient},
+		{"wrapped status", fmt.Errorf("list members: %w", status.Error(codes.Unavailable, "x")), kindTransient},
+		{"client-side error, nothing sent", errors.New(`URL address does not have the form "host:port": http://h`), kindPermanent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			require.Equal(t, tc.want.String(), classify(live, tc.err).String())
@@ -95,14 +96,16 @@ func TestInitialCluster(t *testing.T) {
 		{ID: 3, Name: "", PeerURLs: []string{"http://c:2380", "http://c2:2380"}, IsLearner: true},
 		{ID: 4, Name: "b", PeerURLs: []string{"http://b:2380"}},
 	}
-	require.Equal(t, "a=http://a:2380,c=http://c:2380,c=http://c2:2380,b=http://b:2380", initialCluster(ms, 3, "c"))
+	// Every member is listed (etcd compares the count and the peer URLs):
+	// unstarted ones under unique placeholders.
+	require.Equal(t, "a=http://a:2380,unstarted-2=http://x:2380,c=http://c:2380,c=http://c2:2380,b=http://b:2380", initialCluster(ms, 3, "c"))
 }
 
 func TestQuorumCheck(t *testing.T) {
-	st := &clientv3.StatusResponse{}
+	st := &pb.StatusResponse{}
 	vs := []Member{{ID: 1}, {ID: 2}, {ID: 3}}
-	all := map[uint64]*clientv3.StatusResponse{1: st, 2: st, 3: st}
-	oneDown := map[uint64]*clientv3.StatusResponse{1: st, 2: st, 3: nil}
+	all := map[uint64]*pb.StatusResponse{1: st, 2: st, 3: st}
+	oneDown := map[uint64]*pb.StatusResponse{1: st, 2: st, 3: nil}
 
 	require.Nil(t, quorumCheck(1, vs, all), "3 healthy: removing one leaves 2 of 2")
 	require.Nil(t, quorumCheck(3, vs, oneDown), "removing the down one leaves 2 healthy of 2")
@@ -110,7 +113,7 @@ func TestQuorumCheck(t *testing.T) {
 	require.NotNil(t, qe, "removing a healthy one leaves 1 healthy of 2")
 	require.Equal(t, QuorumError{ID: 1, Voters: 3, Healthy: 2, HealthyAfter: 1, Needed: 2}, *qe)
 	require.ErrorIs(t, qe, ErrWouldLoseQuorum)
-	require.NotNil(t, quorumCheck(1, vs[:1], map[uint64]*clientv3.StatusResponse{1: st}), "the last voter")
+	require.NotNil(t, quorumCheck(1, vs[:1], map[uint64]*pb.StatusResponse{1: st}), "the last voter")
 }
 
 func TestFromPBSkipsGarbage(t *testing.T) {
@@ -128,10 +131,10 @@ func TestEvictionEvidence(t *testing.T) {
 		want bool
 	}{
 		{"never started", Progress{}, true},
-		{"behind the leader", Progress{Started: true, learnerOK: true, leaderOK: true, LearnerApplied: 5, LeaderApplied: 100}, true},
-		{"level with an idle leader", Progress{Started: true, learnerOK: true, leaderOK: true, LearnerApplied: 100, LeaderApplied: 100}, false},
-		{"leader unreadable", Progress{Started: true, learnerOK: true, LearnerApplied: 5}, false},
-		{"learner unreachable", Progress{Started: true, leaderOK: true, LeaderApplied: 100}, false},
+		{"behind the leader", Progress{Started: true, Reachable: true, LeaderKnown: true, LearnerApplied: 5, LeaderApplied: 100}, true},
+		{"level with an idle leader", Progress{Started: true, Reachable: true, LeaderKnown: true, LearnerApplied: 100, LeaderApplied: 100}, false},
+		{"leader unreadable", Progress{Started: true, Reachable: true, LearnerApplied: 5}, false},
+		{"learner unreachable", Progress{Started: true, LeaderKnown: true, LeaderApplied: 100}, false},
 	} {
 		require.Equal(t, tc.want, evictionEvidence(tc.p), tc.name)
 	}

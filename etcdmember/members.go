@@ -1,10 +1,13 @@
 package etcdmember
 
 import (
+	"fmt"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
@@ -67,6 +70,26 @@ func voters(members []Member) []Member {
 	return v
 }
 
+// validateName checks a member name before any RPC: it goes into
+// --initial-cluster ("name=url,name=url"), so it must be non-empty and
+// free of ',', '=', white space and control characters, and valid UTF-8.
+func validateName(name string) error {
+	switch {
+	case name == "":
+		return invalid("empty member name")
+	case !utf8.ValidString(name):
+		return invalid("member name %q: not valid UTF-8", name)
+	case strings.ContainsAny(name, ",="):
+		return invalid("member name %q: must not contain ',' or '=' (they separate --initial-cluster entries)", name)
+	}
+	for _, r := range name {
+		if unicode.IsSpace(r) || unicode.IsControl(r) || !unicode.IsPrint(r) {
+			return invalid("member name %q: must not contain white space or control characters", name)
+		}
+	}
+	return nil
+}
+
 // validatePeerURLs checks peer URLs the way etcd will (http or https,
 // host:port, no path), before any RPC, and returns their canonical forms.
 func validatePeerURLs(urls []string) ([]string, error) {
@@ -90,7 +113,11 @@ func validatePeerURLs(urls []string) ([]string, error) {
 }
 
 // canonURL validates one peer URL and returns it as scheme://host:port with
-// the scheme and host in lower case, the form used to compare URLs.
+// the scheme and host in lower case (an IPv6 zone keeps its case: interface
+// names are case-sensitive), the form used to compare URLs and sent to
+// etcd. Every URL it accepts is one that url.Parse and etcd's
+// types.NewURLs accept, that fits in --initial-cluster (no ','), and whose
+// canonical form canonicalizes to itself.
 func canonURL(s string) (string, error) {
 	if strings.TrimSpace(s) != s {
 		return "", invalid("peer URL %q: surrounding white space", s)
@@ -103,20 +130,37 @@ func canonURL(s string) (string, error) {
 	if scheme != "http" && scheme != "https" {
 		return "", invalid("peer URL %q: scheme must be http or https", s)
 	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.Opaque != "" {
 		return "", invalid("peer URL %q: must be scheme://host:port only", s)
 	}
-	if u.Path != "" {
+	if u.Path != "" || u.RawPath != "" {
 		return "", invalid("peer URL %q: must not have a path", s)
 	}
 	host, port, err := net.SplitHostPort(u.Host)
 	if err != nil || host == "" {
 		return "", invalid("peer URL %q: address must be host:port", s)
 	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || port != strconv.Itoa(p) {
 		return "", invalid("peer URL %q: bad port %q", s, port)
 	}
-	return scheme + "://" + net.JoinHostPort(strings.ToLower(host), port), nil
+	addr, zone, zoned := strings.Cut(host, "%")
+	host = strings.ToLower(addr)
+	if zoned {
+		if zone == "" {
+			return "", invalid("peer URL %q: empty IPv6 zone", s)
+		}
+		host += "%" + zone
+	}
+	// url.URL.String escapes what the host needs (an IPv6 zone's '%' as
+	// %25), so the result parses back to the same host.
+	out := (&url.URL{Scheme: scheme, Host: net.JoinHostPort(host, port)}).String()
+	if strings.ContainsAny(out, ", \t\r\n") {
+		return "", invalid("peer URL %q: must not contain ',' or white space (it goes into --initial-cluster)", s)
+	}
+	if back, err := url.Parse(out); err != nil || back.Host != net.JoinHostPort(host, port) {
+		return "", invalid("peer URL %q: its canonical form does not parse back to the same host", s)
+	}
+	return out, nil
 }
 
 // sharesPeerURL reports whether m has one of the canonical URLs in want.
@@ -136,22 +180,39 @@ func sharesPeerURL(m Member, want []string) bool {
 }
 
 // initialCluster builds the initial-cluster string the member id needs to
-// start with initial-cluster-state=existing: every started member's name
-// with each of its peer URLs, and the new member under name. Members that
-// have not started (other learners, no name yet) are left out, as etcd
-// expects.
+// start with initial-cluster-state=existing. etcd (membership.
+// ValidateClusterAndAssignIDs) requires it to list every member the
+// cluster has — unstarted learners and voters included — and matches them
+// by peer URLs; only the new member's own name must be right. So it lists
+// every member: the new one under name, started members under their names,
+// and every other member (unstarted, or whose name is taken or cannot go
+// into the string) under a unique placeholder "unstarted-<id>".
 func initialCluster(members []Member, id uint64, name string) string {
-	var parts []string
+	used := map[string]bool{name: true}
+	names := make(map[uint64]string, len(members))
+	// Real names first, so that a placeholder never takes a member's name.
 	for _, m := range members {
-		n := m.Name
-		if m.ID == id {
-			n = name
-		}
-		if n == "" {
+		if m.ID == id || m.Name == "" || used[m.Name] || validateName(m.Name) != nil {
 			continue
 		}
+		used[m.Name] = true
+		names[m.ID] = m.Name
+	}
+	var parts []string
+	for _, m := range members {
+		n, ok := names[m.ID]
+		switch {
+		case m.ID == id:
+			n = name
+		case !ok:
+			n = "unstarted-" + hex(m.ID)
+			for i := 2; used[n]; i++ {
+				n = fmt.Sprintf("unstarted-%s-%d", hex(m.ID), i)
+			}
+			used[n] = true
+		}
 		for _, u := range m.PeerURLs {
-			parts = append(parts, n+"="+u)
+			parts = append(parts, n+"="+u) // as etcd has them
 		}
 	}
 	return strings.Join(parts, ",")

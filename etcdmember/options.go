@@ -64,9 +64,14 @@ func defaultBackoff() backoff.BackOff {
 // promote) and once more when Join removes the learner it added
 // (JoinOptions.Cleanup). While a learner's raft applied index advances,
 // Promote resets the policy, so that the wait grows only while nothing
-// moves. A policy that returns
-// backoff.Stop ends the call with an error naming what was still pending.
-// A nil newBackOff is an error.
+// moves. A policy that returns backoff.Stop ends the call with an error
+// naming what was still pending; a delay shorter than MinRetryInterval
+// (zero or negative included) is waited as MinRetryInterval. A nil
+// newBackOff is an error from New; a factory that returns nil (or a nil
+// pointer) makes the call return an error wrapping ErrInvalidArgument; a
+// panic in the factory or in the policy's NextBackOff or Reset is
+// recovered and ends the call with a *CallbackError
+// (ErrCallbackPanicked).
 func WithBackoff(newBackOff func() backoff.BackOff) Option {
 	return func(o *options) error {
 		if newBackOff == nil {
@@ -94,7 +99,12 @@ func WithRPCTimeout(d time.Duration) Option {
 // WithLogger sets the logger. Without it, each call logs to
 // logr.FromContextOrDiscard(ctx). State changes (a learner started,
 // caught up, the learner limit reached) are logged at level 0, once per
-// distinct state; every attempt at V(1).
+// distinct state; every attempt at V(1). A zero logr.Logger logs nothing.
+// A logger that panics does not change what a call does: the panic is
+// recovered, the logger is not called again during that call, and the
+// call's error then includes a *CallbackError (ErrCallbackPanicked)
+// joined with its own (nil on success — the call's result still says
+// what happened).
 func WithLogger(l logr.Logger) Option {
 	return func(o *options) error {
 		o.logger = &l
@@ -121,7 +131,10 @@ func WithStallTimeout(d time.Duration) Option {
 // WithProgress has the Manager call f with every reading of a learner's
 // progress, from the goroutine of the call that read it (Promote,
 // WaitStarted, Join or PromoteReady), so f is called concurrently only if
-// those calls are. f must not block for long. A nil f is an error.
+// those calls are. f must not block for long. A nil f is an error. A
+// panic in f is treated as a logger's is (see WithLogger): recovered, f
+// is not called again during that call, and the call's error includes a
+// *CallbackError.
 func WithProgress(f func(Progress)) Option {
 	return func(o *options) error {
 		if f == nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sort"
 	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
 // PassReport is what one PromoteReady pass saw and did.
@@ -15,8 +17,13 @@ type PassReport struct {
 	Learners []Progress
 	// Promoted lists the learners this pass promoted.
 	Promoted []uint64
+	// Unreachable lists the started learners that did not answer a
+	// status request on their own client URLs in this pass; they were not
+	// promoted (their Progress in Learners says why).
+	Unreachable []uint64
 	// Stalled lists the learners that made no progress for the stall
-	// timeout (WithStallTimeout) and have not caught up.
+	// timeout (WithStallTimeout) and have not caught up, unreachable ones
+	// included.
 	Stalled []uint64
 	// Removed lists the stalled learners this pass removed
 	// (WithEvictStalledAfter).
@@ -24,9 +31,15 @@ type PassReport struct {
 }
 
 // PromoteReady is one leader-side pass, the way k3s and k0s promote
-// learners: it reads the member list, reads every learner's progress, and
-// promotes the learners that have started and caught up with the leader —
-// at most one per pass by default (WithMaxPromotionsPerPass). It reports
+// learners: it reads the member list, reads the leader's progress and
+// every learner's on its own client URL, and promotes the learners that
+// have started, answered that status request in this pass and caught up
+// with the leader (Progress.CaughtUp) — at most one per pass by default
+// (WithMaxPromotionsPerPass). A learner that does not answer is never
+// promoted, however far it had got before (a dead learner promoted would
+// cost the cluster a voter's worth of fault tolerance, or its quorum): it
+// is listed in PassReport.Unreachable and, after the stall timeout, in
+// Stalled. It reports
 // learners that made no progress for the stall timeout and, with
 // WithEvictStalledAfter, removes those stalled for longer than that. It
 // never decides from an RPC error: a promote that failed ambiguously is
@@ -38,11 +51,23 @@ type PassReport struct {
 // The returned error is non-nil when the member list could not be read
 // (then the report is empty) or when some learner's promotion or removal
 // failed (the report still holds the rest, and the error names each
-// learner); when ctx ends it wraps ctx.Err(). Safe for concurrent use.
-func (m *Manager) PromoteReady(ctx context.Context) (PassReport, error) {
+// learner); when ctx ends it wraps ctx.Err(). A panic in an observer
+// (logger, WithProgress callback) is reported as WithLogger says. Safe
+// for concurrent use.
+func (m *Manager) PromoteReady(ctx context.Context) (_ PassReport, err error) {
+	c, err := m.begin(ctx, "PromoteReady")
+	if err != nil {
+		return PassReport{}, err
+	}
+	defer c.end(&err)
+	return c.promoteReady(ctx)
+}
+
+func (c *call) promoteReady(ctx context.Context) (PassReport, error) {
+	m := c.m
 	var rep PassReport
 	what := "promote-ready pass"
-	members, err := m.list(ctx)
+	members, err := c.list(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return rep, canceled(ctx, what, "reading the member list")
@@ -60,24 +85,28 @@ func (m *Manager) PromoteReady(ctx context.Context) (PassReport, error) {
 	if len(learners) == 0 {
 		return rep, nil
 	}
-	log := m.log(ctx)
-	leaderID, leaderApplied, leaderErr := m.leaderStatus(ctx, members, 0)
+	log := c.log
+	leaderID, leaderApplied, leaderErr := c.leaderStatus(ctx, members, 0)
 	var errs []error
 	for _, l := range learners {
 		if ctx.Err() != nil {
 			return rep, errors.Join(append(errs, canceled(ctx, what, fmt.Sprintf("checking learner %x", l.ID)))...)
 		}
-		p, _ := m.learnerStatus(ctx, l)
+		p, _ := c.learnerStatus(ctx, l)
 		p.setLeader(leaderID, leaderApplied, leaderErr)
 		m.observeStall(&p, time.Now())
-		m.report(p)
+		c.report(p)
 		rep.Learners = append(rep.Learners, p)
+		if p.Unreachable() {
+			rep.Unreachable = append(rep.Unreachable, l.ID)
+			log.Info("learner unreachable; not promoting it", "id", hex(l.ID), "name", l.Name, "err", p.Err)
+		}
 
 		if stalled(p, m.opt.stallTimeout) {
 			rep.Stalled = append(rep.Stalled, l.ID)
 			if m.opt.evictAfter > 0 && p.NoProgressFor >= m.opt.evictAfter && evictionEvidence(p) {
 				log.Info("removing stalled learner", "id", hex(l.ID), "name", l.Name, "noProgressFor", p.NoProgressFor, "learnerApplied", p.LearnerApplied, "leaderApplied", p.LeaderApplied)
-				if err := m.removeLearner(ctx, l.ID); err != nil {
+				if err := c.removeLearner(ctx, l.ID); err != nil {
 					errs = append(errs, err)
 				} else {
 					rep.Removed = append(rep.Removed, l.ID)
@@ -85,12 +114,14 @@ func (m *Manager) PromoteReady(ctx context.Context) (PassReport, error) {
 				continue
 			}
 		}
-		if len(rep.Promoted) >= m.opt.maxPerPass || p.behind() {
+		// Only this pass's own reading of the learner decides.
+		if len(rep.Promoted) >= m.opt.maxPerPass || !p.CaughtUp() {
 			continue
 		}
-		rctx, cancel := m.rpcCtx(ctx)
-		_, err := m.cl.MemberPromote(rctx, l.ID)
-		cancel()
+		err := c.cluster(ctx, false, func(ctx context.Context, cc pb.ClusterClient) error {
+			_, err := cc.MemberPromote(ctx, &pb.MemberPromoteRequest{ID: l.ID}, failFast)
+			return err
+		})
 		if err == nil {
 			log.Info("promoted learner", "id", hex(l.ID), "name", l.Name)
 			rep.Promoted = append(rep.Promoted, l.ID)
@@ -116,14 +147,12 @@ func evictionEvidence(p Progress) bool {
 	if !p.Started {
 		return true
 	}
-	return p.learnerOK && p.leaderOK && p.LeaderApplied > p.LearnerApplied
+	return p.Reachable && p.LeaderKnown && p.LeaderApplied > p.LearnerApplied
 }
 
 // removeLearner sends one MemberRemove for a learner; not found is success.
-func (m *Manager) removeLearner(ctx context.Context, id uint64) error {
-	rctx, cancel := m.rpcCtx(ctx)
-	defer cancel()
-	_, err := m.cl.MemberRemove(rctx, id)
+func (c *call) removeLearner(ctx context.Context, id uint64) error {
+	err := c.removeRPC(ctx, id)
 	if err != nil && classify(ctx, err) != kindMemberNotFound {
 		return fmt.Errorf("etcdmember: remove stalled learner %x: %w", id, err)
 	}

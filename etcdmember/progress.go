@@ -4,15 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
-// statusTimeout bounds a status probe of one member (less if the RPC
-// timeout is shorter). A member that does not answer in time is only
-// "unknown": a learner's etcd accepts connections before it serves them,
-// and a probe must not hold up the next promote attempt.
+// statusTimeout bounds a status probe of one member, and the time to
+// connect to one endpoint (less if the RPC timeout is shorter). A member
+// that does not answer in time is unreachable for that reading.
 const statusTimeout = time.Second
 
 // readyFraction is etcd's own threshold: a learner is ready to be promoted
@@ -20,57 +20,94 @@ const statusTimeout = time.Second
 const readyFraction = 0.9
 
 // Progress is one reading of a learner's catch-up, from Maintenance.Status
-// on the learner's and the leader's client URLs.
+// on the learner's own client URL and on the leader's.
 type Progress struct {
 	// ID and Name identify the learner (Name is empty until it started).
 	ID   uint64
 	Name string
-	// Started is true once the learner's etcd has started and joined.
+	// Started is true once the learner's etcd has started and joined
+	// (the member list shows its name and client URLs).
 	Started bool
-	// LearnerApplied is the learner's raft applied index, zero when it
-	// could not be read.
+	// Reachable is true when the learner answered a status request on its
+	// own client URL in this reading. A started learner that is not
+	// reachable is never promoted.
+	Reachable bool
+	// LearnerApplied is the learner's raft applied index; meaningful only
+	// when Reachable (zero otherwise, and then unknown, not zero).
 	LearnerApplied uint64
-	// LeaderID and LeaderApplied are the leader's member ID and raft
-	// applied index, zero when they could not be read (or were not: while
-	// a learner has not started, Promote reads only the member list).
+	// LeaderKnown is true when the leader's ID and raft applied index were
+	// read in this reading; LeaderID and LeaderApplied are meaningful only
+	// then (while a learner has not started, Promote reads only the member
+	// list).
+	LeaderKnown   bool
 	LeaderID      uint64
 	LeaderApplied uint64
 	// NoProgressFor is how long LearnerApplied has not advanced (or the
-	// learner has not started).
+	// learner has not started, or has not been reachable).
 	NoProgressFor time.Duration
 	// Err says why an index could not be read; nil when both were.
 	Err error
-
-	learnerOK, leaderOK bool
 }
 
-// CaughtUp reports whether the learner's applied index is within etcd's
-// readiness threshold (90 %) of the leader's. Both must have been read.
+// CaughtUp reports whether the reading shows the learner ready to be
+// promoted: it has started, answered on its own client URL, the leader's
+// index was read too, and the learner's applied index is within etcd's
+// readiness threshold (90 %) of the leader's.
 func (p Progress) CaughtUp() bool {
-	return p.Started && p.learnerOK && p.leaderOK && p.LeaderApplied > 0 &&
+	return p.Started && p.Reachable && p.LeaderKnown && p.LeaderApplied > 0 &&
 		float64(p.LearnerApplied) >= readyFraction*float64(p.LeaderApplied)
 }
 
-// behind reports whether the reading shows for certain that etcd would
-// refuse to promote the learner: it has not started, or both indices were
-// read and it is short of the threshold.
-func (p Progress) behind() bool {
-	if !p.Started {
-		return true
+// Unreachable reports whether the learner has started but did not answer
+// a status request on its client URL in this reading.
+func (p Progress) Unreachable() bool { return p.Started && !p.Reachable }
+
+// String describes the reading, saying "unknown" for what could not be
+// read, e.g. "learner 8e9e05c52164694d (node-2): unreachable (raft applied
+// index unknown), leader 2d8e... at raft applied index 1234, no progress
+// for 3s; status error: ...".
+func (p Progress) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "learner %x", p.ID)
+	if p.Name != "" {
+		fmt.Fprintf(&b, " (%s)", p.Name)
 	}
-	return p.learnerOK && p.leaderOK && !p.CaughtUp()
+	switch {
+	case !p.Started:
+		b.WriteString(": not started")
+	case !p.Reachable:
+		b.WriteString(": unreachable (raft applied index unknown)")
+	default:
+		fmt.Fprintf(&b, ": raft applied index %d", p.LearnerApplied)
+	}
+	if p.LeaderKnown {
+		fmt.Fprintf(&b, ", leader %x at raft applied index %d", p.LeaderID, p.LeaderApplied)
+	} else if p.Started {
+		b.WriteString(", leader unknown")
+	}
+	if p.CaughtUp() {
+		b.WriteString(", caught up")
+	} else if p.NoProgressFor > 0 {
+		fmt.Fprintf(&b, ", no progress for %s", p.NoProgressFor.Round(time.Millisecond))
+	}
+	if p.Err != nil {
+		fmt.Fprintf(&b, "; status error: %v", p.Err)
+	}
+	return b.String()
 }
 
 // pending describes the reading for an error or log message.
 func (p Progress) pending() string {
-	if !p.Started {
+	switch {
+	case !p.Started:
 		return fmt.Sprintf("waiting for learner %x to start", p.ID)
+	case !p.Reachable:
+		return fmt.Sprintf("waiting for learner %x (%s) to answer on its client URL: unreachable (%v)", p.ID, p.Name, p.Err)
+	case !p.LeaderKnown:
+		return fmt.Sprintf("waiting for learner %x (%s) to catch up: applied index %d, leader unknown (%v)", p.ID, p.Name, p.LearnerApplied, p.Err)
 	}
-	if p.learnerOK && p.leaderOK {
-		return fmt.Sprintf("waiting for learner %x (%s) to catch up: applied index %d of leader's %d",
-			p.ID, p.Name, p.LearnerApplied, p.LeaderApplied)
-	}
-	return fmt.Sprintf("waiting for learner %x (%s) to catch up (status unknown: %v)", p.ID, p.Name, p.Err)
+	return fmt.Sprintf("waiting for learner %x (%s) to catch up: applied index %d of leader's %d",
+		p.ID, p.Name, p.LearnerApplied, p.LeaderApplied)
 }
 
 // stallClock tracks when a learner's applied index last advanced.
@@ -84,7 +121,7 @@ func newStallClock(now time.Time) *stallClock { return &stallClock{since: now} }
 // observe records a reading, sets p.NoProgressFor, and reports whether the
 // learner's index advanced.
 func (s *stallClock) observe(p *Progress, now time.Time) bool {
-	advanced := p.Started && p.learnerOK && p.LearnerApplied > s.best
+	advanced := p.Started && p.Reachable && p.LearnerApplied > s.best
 	if advanced {
 		s.best, s.since = p.LearnerApplied, now
 	}
@@ -98,28 +135,29 @@ func stalled(p Progress, timeout time.Duration) bool {
 	return p.NoProgressFor >= timeout && !p.CaughtUp()
 }
 
-// progress reads a learner's and the leader's applied indices. It does not
-// fail: what it could not read is in Progress.Err.
-func (m *Manager) progress(ctx context.Context, members []Member, learner Member) Progress {
-	p, hint := m.learnerStatus(ctx, learner)
-	id, applied, err := m.leaderStatus(ctx, members, hint)
+// progress reads a learner's (on its own client URLs) and the leader's
+// applied indices. It does not fail: what it could not read is in
+// Progress.Err.
+func (c *call) progress(ctx context.Context, members []Member, learner Member) Progress {
+	p, hint := c.learnerStatus(ctx, learner)
+	id, applied, err := c.leaderStatus(ctx, members, hint)
 	p.setLeader(id, applied, err)
 	return p
 }
 
-// learnerStatus reads the learner's applied index (when it has started)
-// and returns the leader it knows of, or 0.
-func (m *Manager) learnerStatus(ctx context.Context, learner Member) (Progress, uint64) {
+// learnerStatus reads the learner's applied index on its own client URLs
+// (when it has started) and returns the leader it knows of, or 0.
+func (c *call) learnerStatus(ctx context.Context, learner Member) (Progress, uint64) {
 	p := Progress{ID: learner.ID, Name: learner.Name, Started: learner.Started()}
 	if !p.Started {
 		return p, 0
 	}
-	st, err := m.status(ctx, learner.ClientURLs)
+	st, err := c.status(ctx, learner.ClientURLs)
 	if err != nil {
-		p.Err = fmt.Errorf("learner %x: %w", learner.ID, err)
+		p.Err = fmt.Errorf("learner %x unreachable: %w", learner.ID, err)
 		return p, 0
 	}
-	p.LearnerApplied, p.learnerOK = st.RaftAppliedIndex, true
+	p.LearnerApplied, p.Reachable = st.RaftAppliedIndex, true
 	return p, st.Leader
 }
 
@@ -129,50 +167,20 @@ func (p *Progress) setLeader(id, applied uint64, err error) {
 		p.Err = errors.Join(p.Err, err)
 		return
 	}
-	p.LeaderID, p.LeaderApplied, p.leaderOK = id, applied, true
-}
-
-// report hands a reading to the WithProgress callback.
-func (m *Manager) report(p Progress) {
-	if m.opt.progress != nil {
-		m.opt.progress(p)
-	}
-}
-
-// status asks one member for its status on each of its client URLs in
-// turn, returning the first answer.
-func (m *Manager) status(ctx context.Context, urls []string) (*clientv3.StatusResponse, error) {
-	err := errors.New("no client URLs")
-	timeout := min(m.opt.rpcTimeout, statusTimeout)
-	for _, u := range urls {
-		rctx, cancel := context.WithTimeout(ctx, timeout)
-		st, serr := m.cl.Status(rctx, u)
-		cancel()
-		if serr == nil && st != nil {
-			return st, nil
-		}
-		if serr == nil {
-			serr = errors.New("empty status response")
-		}
-		err = fmt.Errorf("status of %s: %w", u, serr)
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, err
+	p.LeaderID, p.LeaderApplied, p.LeaderKnown = id, applied, true
 }
 
 // leaderStatus finds the leader (starting from hint, when known, else
 // asking the voters) and returns its ID and raft applied index.
-func (m *Manager) leaderStatus(ctx context.Context, members []Member, hint uint64) (uint64, uint64, error) {
+func (c *call) leaderStatus(ctx context.Context, members []Member, hint uint64) (uint64, uint64, error) {
 	tried := map[uint64]bool{}
-	ask := func(id uint64) (*clientv3.StatusResponse, error) {
+	ask := func(id uint64) (*pb.StatusResponse, error) {
 		tried[id] = true
 		mem, ok := find(members, id)
 		if !ok {
 			return nil, fmt.Errorf("leader %x is not in the member list", id)
 		}
-		return m.status(ctx, mem.ClientURLs)
+		return c.status(ctx, mem.ClientURLs)
 	}
 	lastErr := errors.New("no voter answered")
 	if hint != 0 {

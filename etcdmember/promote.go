@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
 // PromoteResult says how Promote ended.
@@ -33,40 +33,54 @@ type PromoteResult struct {
 // Before every attempt it reads the member list (linearizable): a member
 // that is not there is ErrMemberNotFound at once; a member that is no
 // longer a learner is success (AlreadyVoter when that was the first list).
-// Otherwise it sends MemberPromote. An error reply is never taken as the
-// outcome: it reads the member list again and decides from that — so a
-// promote that succeeded although its reply was lost, or that etcd answers
-// with "can only promote a learner member" or "not in sync", ends in
-// success. No MemberPromote is sent while the learner has not started
-// (the member list shows no name yet); the first one goes out as soon as
-// it has. "Learner not ready" waits with backoff: it reads the learner's
-// and the leader's raft applied index (WithProgress reports each reading),
-// sends no MemberPromote while the learner is clearly behind, resets the
-// backoff whenever the learner advances, and gives up with a
-// *StalledError (ErrLearnerStalled) when it made no progress for the
-// stall timeout. Transient errors (unavailable, timeouts, leader
-// changes) are retried with backoff; permanent ones (permission denied,
-// invalid argument) are returned at once. When ctx ends it returns an
-// error wrapping ctx.Err() that says what it was waiting for. Safe for
-// concurrent use; a zero id is an error wrapping ErrInvalidArgument.
-func (m *Manager) Promote(ctx context.Context, id uint64) (PromoteResult, error) {
+// Otherwise it reads the learner's progress, and sends MemberPromote only
+// when, in that same attempt, the learner has answered a status request
+// on its own client URL and its raft applied index is within etcd's
+// readiness threshold (90 %) of the leader's, read from the leader then
+// too (Progress.CaughtUp). A learner that has not started, is behind, or
+// does not answer — a learner that died is unreachable, and etcd's own
+// check, which compares raft indices only, would let it be promoted and
+// the cluster lose its quorum — is never promoted: Promote waits with
+// backoff (WithProgress reports each reading), resets the backoff whenever
+// the learner advances, and gives up with a *StalledError
+// (ErrLearnerStalled) naming the learner (and saying "unreachable" when it
+// did not answer) when it made no progress for the stall timeout.
+//
+// An error reply to MemberPromote is never taken as the outcome: it reads
+// the member list again and decides from that — so a promote that
+// succeeded although its reply was lost, or that etcd answers with "can
+// only promote a learner member" or "not in sync", ends in success.
+// Transient errors (unavailable, timeouts, leader changes) are retried with
+// backoff; permanent ones (permission denied, invalid argument) are
+// returned at once. When ctx ends it returns an error wrapping ctx.Err()
+// that says what it was waiting for. Safe for concurrent use; a zero id is
+// an error wrapping ErrInvalidArgument.
+func (m *Manager) Promote(ctx context.Context, id uint64) (_ PromoteResult, err error) {
+	c, err := m.begin(ctx, "Promote")
+	if err != nil {
+		return PromoteResult{}, err
+	}
+	defer c.end(&err)
+	return c.promote(ctx, id)
+}
+
+func (c *call) promote(ctx context.Context, id uint64) (PromoteResult, error) {
 	if id == 0 {
 		return PromoteResult{}, invalid("member ID 0")
 	}
-	b, err := m.newBackoff()
+	b, err := c.newRetry()
 	if err != nil {
 		return PromoteResult{}, err
 	}
 	what := fmt.Sprintf("promote learner %x", id)
-	log := &stateLog{log: m.log(ctx).WithValues("id", hex(id))}
+	log := &stateLog{log: c.log.WithValues("id", hex(id))}
 	res := PromoteResult{ID: id}
 	clock := newStallClock(time.Now())
 	var (
-		members     []Member
-		fresh       bool // members was read after the last MemberPromote error
-		lists       int
-		knownBehind bool
-		pending     = "reading the member list"
+		members []Member
+		fresh   bool // members was read after the last MemberPromote error
+		lists   int
+		pending = "reading the member list"
 	)
 	for {
 		if ctx.Err() != nil {
@@ -74,7 +88,7 @@ func (m *Manager) Promote(ctx context.Context, id uint64) (PromoteResult, error)
 		}
 		if !fresh {
 			var ok bool
-			members, ok, err = m.listOrWait(ctx, b, log, what, &pending)
+			members, ok, err = c.listOrWait(ctx, b, log, what, &pending)
 			if err != nil {
 				return res, err
 			}
@@ -95,31 +109,27 @@ func (m *Manager) Promote(ctx context.Context, id uint64) (PromoteResult, error)
 			return res, nil
 		}
 
-		// A learner that has not started cannot be in sync: wait for it
-		// on the member list alone. Once it has, the first attempt is
-		// optimistic (etcd's answer is the quickest reading there is);
-		// after a "not ready", watch its progress instead of asking etcd
-		// again while it is clearly behind.
-		if !mem.Started() || knownBehind {
-			p, err := m.observe(ctx, members, mem, clock, b, &res)
-			if err != nil {
+		// This attempt's own reading decides: no MemberPromote unless the
+		// learner answered on its own client URL and is caught up.
+		p, err := c.observe(ctx, members, mem, clock, b, &res)
+		if err != nil {
+			return res, err
+		}
+		if !p.CaughtUp() {
+			pending = p.pending()
+			log.info(progressState(p), "learner not ready yet", "started", p.Started, "reachable", p.Reachable,
+				"learnerApplied", p.LearnerApplied, "leaderKnown", p.LeaderKnown, "leaderApplied", p.LeaderApplied, "err", p.Err)
+			if err := c.wait(ctx, b, what, pending); err != nil {
 				return res, err
 			}
-			knownBehind = p.Started && p.behind()
-			if p.behind() {
-				pending = p.pending()
-				log.info(progressState(p), "learner not ready yet", "started", p.Started, "learnerApplied", p.LearnerApplied, "leaderApplied", p.LeaderApplied)
-				if err := m.wait(ctx, b, what, pending); err != nil {
-					return res, err
-				}
-				continue
-			}
+			continue
 		}
 
 		res.Attempts++
-		rctx, cancel := m.rpcCtx(ctx)
-		_, perr := m.cl.MemberPromote(rctx, id)
-		cancel()
+		perr := c.cluster(ctx, false, func(ctx context.Context, cc pb.ClusterClient) error {
+			_, err := cc.MemberPromote(ctx, &pb.MemberPromoteRequest{ID: id}, failFast)
+			return err
+		})
 		if perr == nil {
 			log.info("promoted", "promoted learner", "attempts", res.Attempts)
 			return res, nil
@@ -133,7 +143,7 @@ func (m *Manager) Promote(ctx context.Context, id uint64) (PromoteResult, error)
 			return res, canceled(ctx, what, fmt.Sprintf("waiting for the reply to MemberPromote (attempt %d)", res.Attempts))
 		}
 		// The member list is the truth: read it now, before any wait.
-		members, err = m.list(ctx)
+		members, err = c.list(ctx)
 		if err == nil {
 			lists++
 			fresh = true
@@ -143,20 +153,11 @@ func (m *Manager) Promote(ctx context.Context, id uint64) (PromoteResult, error)
 		}
 		pending = fmt.Sprintf("promoting (attempt %d: %v)", res.Attempts, perr)
 		if k == kindLearnerNotReady {
-			if fresh {
-				mem, _ := find(members, id)
-				p, oerr := m.observe(ctx, members, mem, clock, b, &res)
-				if oerr != nil {
-					return res, oerr
-				}
-				knownBehind = p.behind()
-				pending = p.pending()
-				log.info(progressState(p), "learner not in sync with the leader yet", "learnerApplied", p.LearnerApplied, "leaderApplied", p.LeaderApplied)
-			}
+			log.info("not-in-sync", "learner not in sync with the leader yet (etcd's check)", "err", perr)
 		} else {
 			log.info("promote-error "+k.String(), "MemberPromote failed; retrying", "err", perr)
 		}
-		if err := m.wait(ctx, b, what, pending); err != nil {
+		if err := c.wait(ctx, b, what, pending); err != nil {
 			return res, err
 		}
 		fresh = false
@@ -168,26 +169,28 @@ func (m *Manager) Promote(ctx context.Context, id uint64) (PromoteResult, error)
 // it stalled. For a learner that has not started, the member list says all
 // there is: no status is read until it has, or until it stalls (then the
 // leader's index goes into the error).
-func (m *Manager) observe(ctx context.Context, members []Member, learner Member, clock *stallClock, b backoff.BackOff, res *PromoteResult) (Progress, error) {
+func (c *call) observe(ctx context.Context, members []Member, learner Member, clock *stallClock, b *retry, res *PromoteResult) (Progress, error) {
 	var p Progress
 	if learner.Started() {
-		p = m.progress(ctx, members, learner)
+		p = c.progress(ctx, members, learner)
 	} else {
 		p = Progress{ID: learner.ID, Name: learner.Name}
 	}
 	if clock.observe(&p, time.Now()) || (p.Started && !res.Progress.Started) {
-		b.Reset()
+		if err := b.reset(); err != nil {
+			return p, err
+		}
 	}
 	res.Progress = p
-	if stalled(p, m.opt.stallTimeout) {
+	if stalled(p, c.m.opt.stallTimeout) {
 		if !p.Started {
-			p.setLeader(m.leaderStatus(ctx, members, 0))
+			p.setLeader(c.leaderStatus(ctx, members, 0))
 			res.Progress = p
 		}
-		m.report(p)
-		return p, &StalledError{Progress: p, Timeout: m.opt.stallTimeout}
+		c.report(p)
+		return p, &StalledError{Progress: p, Timeout: c.m.opt.stallTimeout}
 	}
-	m.report(p)
+	c.report(p)
 	return p, nil
 }
 
@@ -195,7 +198,7 @@ func (m *Manager) observe(ctx context.Context, members []Member, learner Member,
 // catches up, or its status becomes readable or unreadable — not with
 // every index.
 func progressState(p Progress) string {
-	return fmt.Sprintf("progress started=%t learner=%t leader=%t caughtUp=%t", p.Started, p.learnerOK, p.leaderOK, p.CaughtUp())
+	return fmt.Sprintf("progress started=%t reachable=%t leader=%t caughtUp=%t", p.Started, p.Reachable, p.LeaderKnown, p.CaughtUp())
 }
 
 // WaitStarted blocks until the member id has started and joined — its
@@ -206,23 +209,32 @@ func progressState(p Progress) string {
 // (ErrLearnerStalled). When ctx ends it returns an error wrapping
 // ctx.Err(). Safe for concurrent use; a zero id is an error wrapping
 // ErrInvalidArgument.
-func (m *Manager) WaitStarted(ctx context.Context, id uint64) (Member, error) {
+func (m *Manager) WaitStarted(ctx context.Context, id uint64) (_ Member, err error) {
+	c, err := m.begin(ctx, "WaitStarted")
+	if err != nil {
+		return Member{}, err
+	}
+	defer c.end(&err)
+	return c.waitStarted(ctx, id)
+}
+
+func (c *call) waitStarted(ctx context.Context, id uint64) (Member, error) {
 	if id == 0 {
 		return Member{}, invalid("member ID 0")
 	}
-	b, err := m.newBackoff()
+	b, err := c.newRetry()
 	if err != nil {
 		return Member{}, err
 	}
 	what := fmt.Sprintf("wait for member %x to start", id)
-	log := &stateLog{log: m.log(ctx).WithValues("id", hex(id))}
+	log := &stateLog{log: c.log.WithValues("id", hex(id))}
 	start := time.Now()
 	pending := "reading the member list"
 	for {
 		if ctx.Err() != nil {
 			return Member{}, canceled(ctx, what, pending)
 		}
-		members, ok, err := m.listOrWait(ctx, b, log, what, &pending)
+		members, ok, err := c.listOrWait(ctx, b, log, what, &pending)
 		if err != nil {
 			return Member{}, err
 		}
@@ -239,13 +251,13 @@ func (m *Manager) WaitStarted(ctx context.Context, id uint64) (Member, error) {
 		}
 		pending = fmt.Sprintf("waiting for member %x to publish its name and client URLs", id)
 		log.info("not-started", "member has not started yet")
-		if time.Since(start) >= m.opt.stallTimeout {
-			p := m.progress(ctx, members, mem)
+		if time.Since(start) >= c.m.opt.stallTimeout {
+			p := c.progress(ctx, members, mem)
 			p.NoProgressFor = time.Since(start)
-			m.report(p)
-			return Member{}, &StalledError{Progress: p, Timeout: m.opt.stallTimeout}
+			c.report(p)
+			return Member{}, &StalledError{Progress: p, Timeout: c.m.opt.stallTimeout}
 		}
-		if err := m.wait(ctx, b, what, pending); err != nil {
+		if err := c.wait(ctx, b, what, pending); err != nil {
 			return Member{}, err
 		}
 	}

@@ -19,9 +19,33 @@ type RemoveOptions struct {
 	Force bool
 }
 
+// RemoveResult says what Remove did.
+type RemoveResult struct {
+	// ID is the member.
+	ID uint64
+	// AlreadyAbsent is true when the first member list did not have the
+	// member: nothing was sent.
+	AlreadyAbsent bool
+	// WasLearner is true when the member list showed a learner (false
+	// when it showed a voter, or AlreadyAbsent).
+	WasLearner bool
+	// WasLeader is true when the member was the raft leader (as most
+	// voters reported) when Remove checked, and LeaderMoved when
+	// MoveLeader then handed leadership to MovedTo before the removal.
+	WasLeader   bool
+	LeaderMoved bool
+	MovedTo     uint64
+	// Attempts is the number of MemberRemove RPCs sent.
+	Attempts int
+	// ConfirmedByList is true when the removal was seen in the member
+	// list after a MemberRemove whose reply was an error or was lost
+	// (or after someone else removed it), false when the reply said so.
+	ConfirmedByList bool
+}
+
 // Remove removes the member id and blocks until the member list no longer
 // has it. It is idempotent: a member that is not (or no longer) in the
-// list is success.
+// list is success, and the result says which (AlreadyAbsent).
 //
 // Removing a voter is refused with a *QuorumError (ErrWouldLoseQuorum),
 // before any MemberRemove is sent, when the healthy voters left — those
@@ -31,74 +55,93 @@ type RemoveOptions struct {
 // package's count, or keeps refusing for ten seconds, that is a
 // *QuorumError wrapping etcd's error; shorter refusals (etcd trusts a peer
 // only after five seconds of connection, e.g. right after a promotion) are
-// waited out. If the member
-// is the raft leader, leadership is first moved (MoveLeader) to the
-// healthy voter with the highest applied index, so the cluster does not
-// wait out an election; if that fails the removal goes ahead (etcd's
-// leader steps down by itself). Learners are removed without a check.
+// waited out. If the member is the raft leader, leadership is first moved
+// (MoveLeader) to the healthy voter with the highest applied index, so the
+// cluster does not wait out an election (RemoveResult.LeaderMoved); if
+// that fails the removal goes ahead (etcd's leader steps down by itself).
+// Learners are removed without a check.
 //
 // After an ambiguous error (timeout, lost reply) it reads the member list
 // again and decides from that; transient errors are retried with backoff,
 // permanent ones returned at once. When ctx ends it returns an error
 // wrapping ctx.Err(). Safe for concurrent use; a zero id is an error
 // wrapping ErrInvalidArgument.
-func (m *Manager) Remove(ctx context.Context, id uint64, opts RemoveOptions) error {
-	if id == 0 {
-		return invalid("member ID 0")
-	}
-	b, err := m.newBackoff()
+func (m *Manager) Remove(ctx context.Context, id uint64, opts RemoveOptions) (_ RemoveResult, err error) {
+	c, err := m.begin(ctx, "Remove")
 	if err != nil {
-		return err
+		return RemoveResult{}, err
+	}
+	defer c.end(&err)
+	return c.remove(ctx, id, opts)
+}
+
+func (c *call) remove(ctx context.Context, id uint64, opts RemoveOptions) (RemoveResult, error) {
+	res := RemoveResult{ID: id}
+	if id == 0 {
+		return res, invalid("member ID 0")
+	}
+	b, err := c.newRetry()
+	if err != nil {
+		return res, err
 	}
 	what := fmt.Sprintf("remove member %x", id)
-	log := &stateLog{log: m.log(ctx).WithValues("id", hex(id))}
+	log := &stateLog{log: c.log.WithValues("id", hex(id))}
 	pending := "reading the member list"
 	triedMove := false
+	lists := 0
 	var refusedSince time.Time // when etcd first refused a removal we found safe
 	for {
 		if ctx.Err() != nil {
-			return canceled(ctx, what, pending)
+			return res, canceled(ctx, what, pending)
 		}
-		members, ok, err := m.listOrWait(ctx, b, log, what, &pending)
+		members, ok, err := c.listOrWait(ctx, b, log, what, &pending)
 		if err != nil {
-			return err
+			return res, err
 		}
 		if !ok {
 			continue
 		}
+		lists++
 		mem, ok := find(members, id)
 		if !ok {
-			log.info("absent", "member is not in the cluster")
-			return nil
+			res.AlreadyAbsent = lists == 1 && res.Attempts == 0
+			res.ConfirmedByList = !res.AlreadyAbsent
+			log.info("absent", "member is not in the cluster", "alreadyAbsent", res.AlreadyAbsent)
+			return res, nil
 		}
+		res.WasLearner = mem.IsLearner
 		var qe *QuorumError // this package's verdict, for a voter
 		if !mem.IsLearner {
 			vs := voters(members)
-			health := m.voterStatus(ctx, vs)
+			health := c.voterStatus(ctx, vs)
 			qe = quorumCheck(id, vs, health)
 			if qe != nil && !opts.Force {
-				return qe
+				return res, qe
 			}
 			if leader := leaderOf(health); leader == id && !triedMove {
 				triedMove = true
-				if err := m.moveLeaderAway(ctx, members, health, id); err != nil {
+				res.WasLeader = true
+				to, err := c.moveLeaderAway(ctx, members, health, id)
+				if err != nil {
 					log.info("move-leader-failed", "could not move leadership away before removing the leader; removing anyway", "err", err)
+				} else {
+					res.LeaderMoved, res.MovedTo = true, to
 				}
 			}
 		}
-		rctx, cancel := m.rpcCtx(ctx)
-		_, err = m.cl.MemberRemove(rctx, id)
-		cancel()
+		res.Attempts++
+		err = c.removeRPC(ctx, id)
 		if err == nil {
 			log.info("removed", "removed member", "name", mem.Name, "learner", mem.IsLearner)
-			return nil
+			return res, nil
 		}
 		k := classify(ctx, err)
 		switch k {
 		case kindMemberNotFound:
-			return nil
+			res.ConfirmedByList = true
+			return res, nil
 		case kindPermanent, kindCanceled:
-			return m.stop(ctx, k, what, "waiting for the reply to MemberRemove", err)
+			return res, stop(ctx, k, what, "waiting for the reply to MemberRemove", err)
 		case kindReconfigRefused:
 			if mem.IsLearner {
 				break // not a quorum matter; retry
@@ -116,15 +159,23 @@ func (m *Manager) Remove(ctx context.Context, id uint64, opts RemoveOptions) err
 					qe = &QuorumError{ID: id}
 				}
 				qe.Server = err
-				return qe
+				return res, qe
 			}
 		}
 		pending = fmt.Sprintf("removing (last error: %v)", err)
 		log.info("remove-error "+k.String(), "MemberRemove failed; re-reading the member list", "err", err)
-		if err := m.wait(ctx, b, what, pending); err != nil {
-			return err
+		if err := c.wait(ctx, b, what, pending); err != nil {
+			return res, err
 		}
 	}
+}
+
+// removeRPC sends one MemberRemove.
+func (c *call) removeRPC(ctx context.Context, id uint64) error {
+	return c.cluster(ctx, false, func(ctx context.Context, cc pb.ClusterClient) error {
+		_, err := cc.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: id}, failFast)
+		return err
+	})
 }
 
 // reconfigGrace is how long Remove retries etcd's strict reconfiguration
@@ -134,18 +185,29 @@ const reconfigGrace = 10 * time.Second
 
 // voterStatus asks every voter for its status, concurrently; a voter that
 // does not answer maps to nil.
-func (m *Manager) voterStatus(ctx context.Context, vs []Member) map[uint64]*clientv3.StatusResponse {
-	out := make(map[uint64]*clientv3.StatusResponse, len(vs))
+func (c *call) voterStatus(ctx context.Context, vs []Member) map[uint64]*pb.StatusResponse {
+	out := make(map[uint64]*pb.StatusResponse, len(vs))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, v := range vs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, err := m.status(ctx, v.ClientURLs)
-			if err != nil {
-				st = nil
-			}
+			var st *pb.StatusResponse
+			func() {
+				// The client's interceptors (the caller's code) run here:
+				// a panic in them is this voter's failure, not the
+				// process's.
+				defer func() {
+					if r := recover(); r != nil {
+						st = nil
+					}
+				}()
+				var err error
+				if st, err = c.status(ctx, v.ClientURLs); err != nil {
+					st = nil
+				}
+			}()
 			mu.Lock()
 			out[v.ID] = st
 			mu.Unlock()
@@ -157,7 +219,7 @@ func (m *Manager) voterStatus(ctx context.Context, vs []Member) map[uint64]*clie
 
 // quorumCheck returns a *QuorumError when removing voter id would leave
 // the healthy voters short of a quorum of the voters left.
-func quorumCheck(id uint64, vs []Member, health map[uint64]*clientv3.StatusResponse) *QuorumError {
+func quorumCheck(id uint64, vs []Member, health map[uint64]*pb.StatusResponse) *QuorumError {
 	healthy := 0
 	for _, v := range vs {
 		if health[v.ID] != nil {
@@ -177,7 +239,7 @@ func quorumCheck(id uint64, vs []Member, health map[uint64]*clientv3.StatusRespo
 }
 
 // leaderOf returns the leader most voters report, or 0.
-func leaderOf(health map[uint64]*clientv3.StatusResponse) uint64 {
+func leaderOf(health map[uint64]*pb.StatusResponse) uint64 {
 	votes := map[uint64]int{}
 	var best uint64
 	for _, st := range health {
@@ -193,9 +255,10 @@ func leaderOf(health map[uint64]*clientv3.StatusResponse) uint64 {
 }
 
 // moveLeaderAway asks the leader (id) to hand leadership to the healthy
-// voter with the highest applied index. MoveLeader must be sent to the
-// leader itself, so it dials the leader's client URL.
-func (m *Manager) moveLeaderAway(ctx context.Context, members []Member, health map[uint64]*clientv3.StatusResponse, id uint64) error {
+// voter with the highest applied index, and returns that voter. MoveLeader
+// must be sent to the leader itself, so it goes to the leader's client
+// URL.
+func (c *call) moveLeaderAway(ctx context.Context, members []Member, health map[uint64]*pb.StatusResponse, id uint64) (uint64, error) {
 	var to uint64
 	var best uint64
 	for vid, st := range health {
@@ -207,28 +270,28 @@ func (m *Manager) moveLeaderAway(ctx context.Context, members []Member, health m
 		}
 	}
 	if to == 0 {
-		return errors.New("no healthy voter to take over")
+		return 0, errors.New("no healthy voter to take over")
 	}
 	leader, ok := find(members, id)
 	if !ok {
-		return fmt.Errorf("leader %x is not in the member list", id)
+		return 0, fmt.Errorf("leader %x is not in the member list", id)
 	}
 	err := errors.New("leader has no client URLs")
 	for _, u := range leader.ClientURLs {
-		conn, derr := m.cl.Dial(u)
-		if derr != nil {
-			err = fmt.Errorf("dial %s: %w", u, derr)
+		conn, cerr := c.ready(ctx, u)
+		if cerr != nil {
+			err = cerr
 			continue
 		}
-		rctx, cancel := m.rpcCtx(ctx)
-		_, merr := clientv3.NewMaintenanceFromMaintenanceClient(pb.NewMaintenanceClient(conn), m.cl).MoveLeader(rctx, to)
+		rctx, cancel := c.m.rpcCtx(ctx)
+		_, merr := pb.NewMaintenanceClient(conn).MoveLeader(rctx, &pb.MoveLeaderRequest{TargetID: to}, failFast)
+		merr = clientv3.ContextError(rctx, merr)
 		cancel()
-		_ = conn.Close()
 		if merr == nil {
-			m.log(ctx).Info("moved leadership away before removing the leader", "from", hex(id), "to", hex(to))
-			return nil
+			c.log.Info("moved leadership away before removing the leader", "from", hex(id), "to", hex(to))
+			return to, nil
 		}
 		err = fmt.Errorf("MoveLeader to %x via %s: %w", to, u, merr)
 	}
-	return err
+	return 0, err
 }

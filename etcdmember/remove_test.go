@@ -33,7 +33,7 @@ func TestRemoveRefusesQuorumLoss(t *testing.T) {
 
 	t.Run("healthy voter refused", func(t *testing.T) {
 		counter.reset()
-		err := m.Remove(ctx, id1, etcdmember.RemoveOptions{})
+		_, err := m.Remove(ctx, id1, etcdmember.RemoveOptions{})
 		require.ErrorIs(t, err, etcdmember.ErrWouldLoseQuorum)
 		var qe *etcdmember.QuorumError
 		require.ErrorAs(t, err, &qe)
@@ -45,13 +45,15 @@ func TestRemoveRefusesQuorumLoss(t *testing.T) {
 
 	t.Run("absent member", func(t *testing.T) {
 		counter.reset()
-		require.NoError(t, m.Remove(ctx, 0xabc, etcdmember.RemoveOptions{}))
+		res, err := m.Remove(ctx, 0xabc, etcdmember.RemoveOptions{})
+		require.NoError(t, err)
+		require.Equal(t, etcdmember.RemoveResult{ID: 0xabc, AlreadyAbsent: true}, res)
 		require.Zero(t, counter.count(rpcMemberRemove))
 	})
 
 	t.Run("forced, etcd's own check refuses", func(t *testing.T) {
 		counter.reset()
-		err := m.Remove(ctx, id1, etcdmember.RemoveOptions{Force: true})
+		_, err := m.Remove(ctx, id1, etcdmember.RemoveOptions{Force: true})
 		require.Equal(t, 1, counter.count(rpcMemberRemove), "Force skips this package's check")
 		require.ErrorIs(t, err, etcdmember.ErrWouldLoseQuorum)
 		require.ErrorIs(t, err, rpctypes.ErrUnhealthy, "etcd's strict reconfiguration check")
@@ -73,9 +75,10 @@ func TestRemoveRefusesQuorumLoss(t *testing.T) {
 		require.NoError(t, err)
 		lm := newManager(t, cl)
 		require.NoError(t, lc.Member(2).Stop())
-		err = lm.Remove(ctx, lid1, etcdmember.RemoveOptions{})
+		_, err = lm.Remove(ctx, lid1, etcdmember.RemoveOptions{})
 		require.ErrorIs(t, err, etcdmember.ErrWouldLoseQuorum)
-		require.NoError(t, lm.Remove(ctx, lid1, etcdmember.RemoveOptions{Force: true}))
+		_, err = lm.Remove(ctx, lid1, etcdmember.RemoveOptions{Force: true})
+		require.NoError(t, err)
 		// The cluster has now lost its quorum — what Force is for is the
 		// caller's call. The removal was applied by the surviving member:
 		testenv.Eventually(t, guard, 50*time.Millisecond, func() error {
@@ -93,7 +96,10 @@ func TestRemoveRefusesQuorumLoss(t *testing.T) {
 	})
 
 	t.Run("stopped voter", func(t *testing.T) {
-		require.NoError(t, m.Remove(ctx, id2, etcdmember.RemoveOptions{}), "removing the stopped voter leaves 2 healthy of 2")
+		res, err := m.Remove(ctx, id2, etcdmember.RemoveOptions{})
+		require.NoError(t, err, "removing the stopped voter leaves 2 healthy of 2")
+		require.False(t, res.AlreadyAbsent)
+		require.False(t, res.WasLeader)
 		require.NotContains(t, members(ctx, t, direct), id2)
 	})
 
@@ -111,12 +117,20 @@ func TestRemoveRefusesQuorumLoss(t *testing.T) {
 			return nil
 		})
 		counter.reset()
-		require.NoError(t, m.Remove(ctx, leader, etcdmember.RemoveOptions{}))
+		res, err := m.Remove(ctx, leader, etcdmember.RemoveOptions{})
+		require.NoError(t, err)
+		require.True(t, res.WasLeader)
+		require.True(t, res.LeaderMoved)
+		require.NotEqual(t, leader, res.MovedTo)
+		require.Equal(t, 1, res.Attempts)
 		require.Equal(t, 1, counter.count(rpcMoveLeader))
 		require.Equal(t, 1, counter.count(rpcMemberRemove))
 		ms := members(ctx, t, direct)
 		require.Len(t, ms, 1)
 		require.NotContains(t, ms, leader)
-		require.NoError(t, m.Remove(ctx, leader, etcdmember.RemoveOptions{}), "idempotent")
+		res, err = m.Remove(ctx, leader, etcdmember.RemoveOptions{})
+		require.NoError(t, err, "idempotent")
+		require.True(t, res.AlreadyAbsent)
+		require.Zero(t, res.Attempts)
 	})
 }
