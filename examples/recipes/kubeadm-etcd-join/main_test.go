@@ -171,4 +171,3 @@ func (f *promoteReplyLoss) isVoter(ctx context.Context, id uint64) bool {
 	}
 	return false
 }
-
