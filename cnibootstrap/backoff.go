@@ -14,14 +14,18 @@ import (
 // MinDelay, so a broken policy cannot make the waiter spin.
 const MinDelay = 10 * time.Millisecond
 
-// stoppedDelay is the pause after a policy said backoff.Stop: the waiter
-// never stops retrying while Wait runs, since a requirement that a fresh
-// Check finds met must not stay unmet for want of a retry.
+// stoppedDelay is the pause after a policy said backoff.Stop without
+// having answered any delay before: the waiter never stops retrying while
+// Wait runs, since a requirement that a fresh Check finds met must not
+// stay unmet for want of a retry.
 const stoppedDelay = 30 * time.Second
 
 // policy is one backoff policy from the WithBackoff factory, whose calls
 // are protected (a panic is an error) and whose delays are floored.
-type policy struct{ b backoff.BackOff }
+type policy struct {
+	b    backoff.BackOff
+	last time.Duration // the last delay answered, 0 before any
+}
 
 // newPolicy calls the factory under recover; a nil policy is an error
 // wrapping ErrInvalidInput.
@@ -36,19 +40,23 @@ func newPolicy(factory func() backoff.BackOff) (*policy, error) {
 	return &policy{b: b}, nil
 }
 
-// next returns the policy's next delay, at least MinDelay, and
-// stoppedDelay when the policy says Stop.
+// next returns the policy's next delay, at least MinDelay. When the
+// policy says Stop it returns the last delay it answered, or stoppedDelay
+// if none, at most stoppedDelay.
 func (p *policy) next() (time.Duration, error) {
 	var d time.Duration
 	if err := protect("NextBackOff of the WithBackoff policy", func() error { d = p.b.NextBackOff(); return nil }); err != nil {
 		return 0, err
 	}
 	switch {
-	case d == backoff.Stop:
+	case d == backoff.Stop && p.last == 0:
 		return stoppedDelay, nil
+	case d == backoff.Stop:
+		return min(p.last, stoppedDelay), nil
 	case d < MinDelay:
-		return MinDelay, nil
+		d = MinDelay
 	}
+	p.last = d
 	return d, nil
 }
 

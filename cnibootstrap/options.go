@@ -41,9 +41,10 @@ func WithProgress(f func(unmet []Unmet)) Option {
 // reset after a watch delivers events or a change triggers a re-run, so
 // re-runs after a change come quickly. A delay below MinDelay (zero or
 // negative included) counts as MinDelay, so no policy can make the waiter
-// spin. A policy that returns backoff.Stop does not end the retries: the
-// waiter then retries every 30 s, since giving up would leave a
-// requirement unmet that a fresh Check finds met. The default is
+// spin. A policy that returns backoff.Stop does not end the retries,
+// since giving up would leave a requirement unmet that a fresh Check finds
+// met: the waiter goes on at the last delay the policy answered, capped at
+// 30 s (30 s if it never answered one). The default is
 // exponential from 250 ms, doubling, with 20% jitter, capped at 30 s. A
 // nil newBackOff is an error, and so is (from New) a factory that returns
 // a nil policy or panics; a panic of a policy ends Wait (see PanicError).
