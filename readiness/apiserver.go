@@ -33,14 +33,17 @@ import (
 // system:public-info-viewer ClusterRole grants to everyone, authenticated
 // or not.
 //
-// A nil client or an empty or blank exclude name makes every call fail
-// with a permanent ErrInvalid error. APIServerReady does not block; the
+// A nil client (a typed nil too, such as a nil *rest.RESTClient) or an
+// empty or blank exclude name makes every call fail with a permanent
+// ErrInvalid error naming the argument. A panic in the client is
+// recovered and fails the check with a permanent error wrapping
+// ErrPanic. APIServerReady does not block; the
 // check is safe for concurrent use and makes one or two requests per
 // call, bounded by ctx.
 func APIServerReady(c rest.Interface, exclude ...string) Check {
 	a := &apiserverCheck{c: c, exclude: append([]string(nil), exclude...)}
-	if rc, ok := c.(*rest.RESTClient); c == nil || (ok && rc == nil) {
-		a.bad = invalid("APIServerReady: nil rest.Interface")
+	if isNil(c) {
+		a.bad = nilArg("APIServerReady", "rest.Interface", c)
 	}
 	for _, name := range exclude {
 		if strings.TrimSpace(name) == "" || strings.ContainsFunc(name, unicode.IsSpace) {
@@ -85,6 +88,10 @@ func (a *apiserverCheck) Check(ctx context.Context) error {
 	if a.bad != nil {
 		return a.bad
 	}
+	return protect("kube-apiserver: the rest.Interface", func() error { return a.check(ctx) })
+}
+
+func (a *apiserverCheck) check(ctx context.Context) error {
 	body, code, err := a.get(ctx, false)
 	switch {
 	case code == http.StatusOK && err == nil:
@@ -114,7 +121,11 @@ func (a *apiserverCheck) Check(ctx context.Context) error {
 // get fetches /readyz (verbose if asked) and returns the body, the HTTP
 // status (0 if there was no response) and the client's error.
 func (a *apiserverCheck) get(ctx context.Context, verbose bool) ([]byte, int, error) {
-	req := a.c.Get().AbsPath("/readyz")
+	req := a.c.Get()
+	if req == nil {
+		return nil, 0, fmt.Errorf("the rest.Interface returned a nil *rest.Request")
+	}
+	req = req.AbsPath("/readyz")
 	for _, name := range a.exclude {
 		req = req.Param("exclude", name)
 	}

@@ -2,6 +2,7 @@ package readiness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -26,8 +27,10 @@ type Check interface {
 	Check(ctx context.Context) error
 }
 
-// CheckFunc adapts a function to Check. A nil CheckFunc returns an
-// ErrInvalid error instead of panicking.
+// CheckFunc adapts a function to Check. A nil CheckFunc returns a
+// permanent ErrInvalid error instead of panicking. If the function panics,
+// Wait (or All, Any) recovers the panic and reports it as the check's
+// failure, wrapping ErrPanic; called directly, Check lets it through.
 type CheckFunc func(ctx context.Context) error
 
 // Check calls f(ctx).
@@ -57,7 +60,8 @@ type Watcher interface {
 	Watch(ctx context.Context, changed func()) error
 }
 
-// nameOf returns the check's name, or "check" if it has none.
+// nameOf returns the check's name, or "check" if it has none. The Name
+// method is user code: callers guard it.
 func nameOf(c Check) string {
 	if n, ok := c.(interface{ Name() string }); ok {
 		if s := n.Name(); s != "" {
@@ -69,11 +73,21 @@ func nameOf(c Check) string {
 
 // Named gives check a name: its errors are prefixed with "name: ", Wait's
 // errors and logs use it, and the result is a Watcher exactly when check
-// is one. Named with an empty name or a nil check returns a check that
-// fails with a permanent ErrInvalid error. Named does not block; the
-// result is as safe for concurrent use as check is.
+// is one. Named with an empty name or a nil check (a typed nil too, such
+// as a nil pointer or a nil CheckFunc) returns a check that fails with a
+// permanent ErrInvalid error naming the argument. Named does not block;
+// the result is as safe for concurrent use as check is.
 func Named(name string, check Check) Check {
 	n := &named{name: name, check: check}
+	switch {
+	case name == "":
+		n.bad = invalid("Named: empty name")
+	case isNil(check):
+		n.bad = nilArg(fmt.Sprintf("Named(%q)", name), "check", check)
+	}
+	if n.bad != nil {
+		return n
+	}
 	if w, ok := check.(Watcher); ok {
 		return &watchingNamed{named: n, w: w}
 	}
@@ -83,16 +97,14 @@ func Named(name string, check Check) Check {
 type named struct {
 	name  string
 	check Check
+	bad   error
 }
 
 func (n *named) Name() string { return n.name }
 
 func (n *named) Check(ctx context.Context) error {
-	if n.name == "" {
-		return invalid("Named: empty name")
-	}
-	if n.check == nil {
-		return invalid("Named(%q): nil check", n.name)
+	if n.bad != nil {
+		return n.bad
 	}
 	if err := n.check.Check(ctx); err != nil {
 		return fmt.Errorf("%s: %w", n.name, err)
@@ -111,11 +123,27 @@ func (n *watchingNamed) Watch(ctx context.Context, changed func()) error {
 	return n.w.Watch(ctx, changed)
 }
 
+func (n *watchingNamed) watchesAll() bool { return watchesAll(n.check) }
+
+// watchesAll reports whether everything c looks at is watched: c is a
+// Watcher and, if it is a Named, All or Any, so is every check it wraps.
+func watchesAll(c Check) bool {
+	if _, ok := c.(Watcher); !ok {
+		return false
+	}
+	if wa, ok := c.(interface{ watchesAll() bool }); ok {
+		return wa.watchesAll()
+	}
+	return true
+}
+
 // All passes when every check passes. It runs them concurrently, waits for
 // all of them, and its error lists every failing one ("2 of 3 checks not
 // ready: etcd not healthy: ...; kube-apiserver not ready: ..."). It is
 // permanent if any sub-check's error is. All() with no checks passes; a
-// nil check fails it with a permanent ErrInvalid error. All is a Watcher
+// nil check (a typed nil too) fails it with a permanent ErrInvalid error
+// naming its position. A sub-check that panics fails with a permanent
+// error wrapping ErrPanic. All is a Watcher
 // when a sub-check is, and then watches every sub-check that is a
 // Watcher. Safe for concurrent use if the sub-checks are.
 func All(checks ...Check) Check {
@@ -125,8 +153,9 @@ func All(checks ...Check) Check {
 // Any passes when at least one check passes. It runs them concurrently and
 // waits for all of them; when none passes, its error lists every failure
 // ("none of 2 checks ready: ...") and is permanent only if every failure
-// is. Any() with no checks fails with a permanent ErrInvalid error, as
-// does a nil check. Any is a Watcher when a sub-check is, and then watches
+// is, or a sub-check panicked (its failure wraps ErrPanic). Any() with no
+// checks fails with a permanent ErrInvalid error, as does a nil check (a
+// typed nil too). Any is a Watcher when a sub-check is, and then watches
 // every sub-check that is a Watcher. Safe for concurrent use if the
 // sub-checks are.
 func Any(checks ...Check) Check {
@@ -138,6 +167,12 @@ func Any(checks ...Check) Check {
 // Wait should not start a watch for it.
 func newComposite(all bool, checks []Check) Check {
 	c := &composite{all: all, checks: append([]Check(nil), checks...)}
+	for i, ch := range c.checks {
+		if isNil(ch) {
+			c.bad = nilArg(c.kind(), fmt.Sprintf("check %d of %d", i+1, len(c.checks)), ch)
+			return c
+		}
+	}
 	for _, ch := range c.checks {
 		if _, ok := ch.(Watcher); ok {
 			return &watchingComposite{c}
@@ -149,6 +184,7 @@ func newComposite(all bool, checks []Check) Check {
 type composite struct {
 	all    bool
 	checks []Check
+	bad    error
 }
 
 func (c *composite) kind() string {
@@ -159,10 +195,8 @@ func (c *composite) kind() string {
 }
 
 func (c *composite) Check(ctx context.Context) error {
-	for i, ch := range c.checks {
-		if ch == nil {
-			return invalid("%s: check %d of %d is nil", c.kind(), i+1, len(c.checks))
-		}
+	if c.bad != nil {
+		return c.bad
 	}
 	if len(c.checks) == 0 {
 		if c.all {
@@ -173,13 +207,19 @@ func (c *composite) Check(ctx context.Context) error {
 	errs := make([]error, len(c.checks))
 	var wg sync.WaitGroup
 	for i, ch := range c.checks {
-		wg.Go(func() { errs[i] = ch.Check(ctx) })
+		wg.Go(func() {
+			guarded(c.part(i, ch), func() error { return ch.Check(ctx) }, func(err error) { errs[i] = err })
+		})
 	}
 	wg.Wait()
 
 	var failed []error
-	permanent := 0
+	permanent, panicked := 0, false
 	for _, err := range errs {
+		var pe *panicError
+		if errors.As(err, &pe) {
+			panicked = true
+		}
 		if err == nil {
 			if !c.all {
 				return nil
@@ -203,10 +243,17 @@ func (c *composite) Check(ctx context.Context) error {
 	} else {
 		err = &multiError{prefix: fmt.Sprintf("none of %d checks ready", len(c.checks)), errs: failed}
 	}
-	if (c.all && permanent > 0) || permanent == len(c.checks) {
+	if (c.all && permanent > 0) || permanent == len(c.checks) || panicked {
 		err = Permanent(err)
 	}
 	return err
+}
+
+// part names sub-check i for a panic: "check 2 of 3 (etcd)".
+func (c *composite) part(i int, ch Check) string {
+	name := "check"
+	_ = protect("", func() error { name = nameOf(ch); return nil })
+	return fmt.Sprintf("%s: check %d of %d (%s)", c.kind(), i+1, len(c.checks), name)
 }
 
 // watchingComposite is a composite with at least one Watcher among its
@@ -214,14 +261,45 @@ func (c *composite) Check(ctx context.Context) error {
 type watchingComposite struct{ *composite }
 
 // Watch runs the Watch of every sub-check that is a Watcher until ctx
-// ends, and returns when all of them have returned.
+// ends, and returns when all of them have returned. If one panics, Watch
+// returns its error (wrapping ErrPanic) once the others have returned,
+// having cancelled them.
 func (c *watchingComposite) Watch(ctx context.Context, changed func()) error {
-	var wg sync.WaitGroup
-	for _, ch := range c.checks {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		panicked error
+	)
+	for i, ch := range c.checks {
 		if w, ok := ch.(Watcher); ok {
-			wg.Go(func() { _ = w.Watch(ctx, changed) })
+			wg.Go(func() {
+				guarded(c.part(i, ch)+" Watch", func() error { return w.Watch(ctx, changed) }, func(err error) {
+					if errors.Is(err, ErrPanic) {
+						mu.Lock()
+						if panicked == nil {
+							panicked = err
+						}
+						mu.Unlock()
+						cancel()
+					}
+				})
+			})
 		}
 	}
 	wg.Wait()
+	if panicked != nil {
+		return panicked
+	}
 	return ctx.Err()
+}
+
+func (c *watchingComposite) watchesAll() bool {
+	for _, ch := range c.checks {
+		if !watchesAll(ch) {
+			return false
+		}
+	}
+	return true
 }

@@ -30,6 +30,17 @@ var (
 	// denied"): a credential or RBAC problem, not a readiness one. Waiting
 	// does not fix it unless someone grants the documented rules.
 	ErrAccessDenied = errors.New("access denied (a credential or RBAC problem)")
+
+	// ErrPanic is wrapped by the error of user code that panicked (or
+	// called runtime.Goexit in a goroutine of this package): a check, a
+	// Watcher's Watch, a backoff policy or its factory, an observer, a
+	// clock, a logger's sink, a client implementation, HTTPGet's accept
+	// function. The panic is recovered and reported as the failure of the
+	// check concerned: it is permanent, so Wait stops and returns a
+	// *NotReadyError whose Err wraps ErrPanic and names what panicked.
+	// When the panic value is an error, errors.Is and errors.As see it
+	// too.
+	ErrPanic = errors.New("panicked")
 )
 
 // Permanent marks err so that Wait stops at once and returns it instead of

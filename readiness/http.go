@@ -2,6 +2,7 @@ package readiness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,10 +19,12 @@ const MaxBodyBytes = 64 << 10
 // name the URL: no HTTP answer wraps ErrUnreachable, 401/403 wrap
 // ErrAccessDenied, other statuses quote the start of the body.
 //
-// A nil client or a URL that is not absolute http(s) makes every call fail
-// with a permanent ErrInvalid error. HTTPGet does not block; the check is
-// safe for concurrent use if c is, and each call is one request bounded by
-// ctx.
+// A nil client, or a URL that is not absolute http(s) with a valid host
+// and port (1-65535), makes every call fail with a permanent ErrInvalid
+// error. A panic in accept or in the client's transport is recovered and
+// fails the check with a permanent error wrapping ErrPanic. HTTPGet does
+// not block; the check is safe for concurrent use if c and accept are,
+// and each call is one request bounded by ctx.
 func HTTPGet(c *http.Client, rawURL string, accept func(status int, body []byte) error) Check {
 	h := &httpCheck{c: c, url: rawURL, accept: accept}
 	u, err := url.Parse(rawURL)
@@ -32,6 +35,10 @@ func HTTPGet(c *http.Client, rawURL string, accept func(status int, body []byte)
 		h.bad = invalid("HTTPGet: malformed URL %q: %v", rawURL, err)
 	case (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 		h.bad = invalid("HTTPGet: URL %q is not an absolute http or https URL", rawURL)
+	default:
+		if err := checkHostPort(u.Hostname(), u.Port(), true); err != nil {
+			h.bad = invalid("HTTPGet: URL %q: %v", rawURL, err)
+		}
 	}
 	return h
 }
@@ -53,7 +60,13 @@ func (h *httpCheck) Check(ctx context.Context) error {
 	if err != nil {
 		return Permanent(fmt.Errorf("%s: %w", h.Name(), err))
 	}
-	resp, err := h.c.Do(req)
+	var resp *http.Response
+	if perr := protect(h.Name()+": the *http.Client's transport", func() error {
+		resp, err = h.c.Do(req)
+		return nil
+	}); perr != nil {
+		return perr
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", h.Name(), classifyHTTP(err))
 	}
@@ -63,7 +76,11 @@ func (h *httpCheck) Check(ctx context.Context) error {
 		return fmt.Errorf("%s: HTTP %d, reading the body: %w", h.Name(), resp.StatusCode, readErr)
 	}
 	if h.accept != nil {
-		if err := h.accept(resp.StatusCode, body); err != nil {
+		if err := protect(h.Name()+": the accept function", func() error { return h.accept(resp.StatusCode, body) }); err != nil {
+			var pe *panicError
+			if errors.As(err, &pe) {
+				return err
+			}
 			return fmt.Errorf("%s: HTTP %d: %w", h.Name(), resp.StatusCode, err)
 		}
 		return nil

@@ -18,6 +18,19 @@ const (
 	// at DefaultMaxDelay, never giving up (Wait's ctx decides that).
 	DefaultInitialDelay = 50 * time.Millisecond
 	DefaultMaxDelay     = 2 * time.Second
+	// DefaultWatchMaxDelay replaces DefaultMaxDelay as the cap of the
+	// default backoff when everything the check looks at is watched (the
+	// check is a Watcher and, for Named, All and Any, so is every check
+	// they wrap): the watch wakes Wait on every change, so the backoff is
+	// only a rarely needed floor, and a long one keeps the requests of a
+	// long wait constant.
+	DefaultWatchMaxDelay = 30 * time.Second
+	// MinDelay is the shortest delay Wait sleeps between attempts: a
+	// shorter one from the backoff policy (zero and negative ones
+	// included, backoff.Stop excepted) or from the stability window is
+	// raised to MinDelay, so that no policy can make Wait spin. A change
+	// signal from a Watcher still wakes Wait at once.
+	MinDelay = 10 * time.Millisecond
 )
 
 // Option configures Wait and Gate. Options are applied in order; a bad
@@ -36,9 +49,8 @@ type options struct {
 
 func newOptions(opts []Option) (*options, error) {
 	o := &options{
-		newBackoff: defaultBackoff,
-		passes:     1,
-		timeout:    DefaultAttemptTimeout,
+		passes:  1,
+		timeout: DefaultAttemptTimeout,
 	}
 	if err := applyOptions("Wait", o, opts); err != nil {
 		return nil, err
@@ -62,23 +74,32 @@ func applyOptions[T any, O ~func(T) error](who string, target T, opts []O) error
 	return nil
 }
 
-func defaultBackoff() backoff.BackOff {
-	return backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(DefaultInitialDelay),
-		backoff.WithMultiplier(2),
-		backoff.WithRandomizationFactor(0.3),
-		backoff.WithMaxInterval(DefaultMaxDelay),
-		backoff.WithMaxElapsedTime(0),
-	)
+// defaultBackoff returns the default policy, capped at maxDelay.
+func defaultBackoff(maxDelay time.Duration) func() backoff.BackOff {
+	return func() backoff.BackOff {
+		return backoff.NewExponentialBackOff(
+			backoff.WithInitialInterval(DefaultInitialDelay),
+			backoff.WithMultiplier(2),
+			backoff.WithRandomizationFactor(0.3),
+			backoff.WithMaxInterval(maxDelay),
+			backoff.WithMaxElapsedTime(0),
+		)
+	}
 }
 
 // WithBackoff replaces the default backoff (exponential with jitter, 50 ms
-// growing to a 2 s cap) with a policy from newPolicy, which Wait calls once
-// per call, so one Gate may be used concurrently. The policy's delays
-// separate failing attempts and it is Reset whenever the check passes; if
-// it returns backoff.Stop, Wait returns a *NotReadyError wrapping
-// ErrGaveUp. A Watcher check's change signal cuts a delay short, so with
-// such checks the policy is only the floor. A nil newPolicy is an error.
+// growing to a 2 s cap, or to DefaultWatchMaxDelay when everything the
+// check looks at is watched) with a policy from newPolicy, which Wait
+// calls once per call, so one Gate may be used concurrently. The policy's
+// delays separate failing attempts and it is Reset whenever the check
+// passes; a delay shorter than MinDelay (zero and negative ones included)
+// is raised to MinDelay; if it returns backoff.Stop, Wait returns a
+// *NotReadyError wrapping ErrGaveUp. A Watcher check's change signal cuts
+// a delay short, so with such checks the policy is only the floor. A nil
+// newPolicy is an error; so is a policy function that returns nil (a
+// typed nil too), which Wait reports before any attempt. A panic in
+// newPolicy or the policy's methods ends Wait with an error wrapping
+// ErrPanic.
 //
 //	readiness.WithBackoff(func() backoff.BackOff { return backoff.NewConstantBackOff(5 * time.Second) })
 func WithBackoff(newPolicy func() backoff.BackOff) Option {
@@ -153,7 +174,8 @@ type Attempt struct {
 // WithObserver has Wait call f after every attempt (progress displays,
 // metrics). f is called synchronously from Wait's goroutine, so calls are
 // never concurrent and Wait waits for f: it must not block for long. A
-// nil f is an error.
+// nil f is an error. If f panics, Wait returns a *NotReadyError whose Err
+// wraps ErrPanic and names the observer.
 func WithObserver(f func(Attempt)) Option {
 	return func(o *options) error {
 		if f == nil {
@@ -166,8 +188,14 @@ func WithObserver(f func(Attempt)) Option {
 
 // WithLogger sets the logger Wait logs to: failing attempts at V(1), the
 // outcome at V(0). Without it, Wait uses logr.FromContextOrDiscard(ctx).
+// A logger whose sink is a typed nil is an error; a zero logr.Logger
+// discards. A panic in the logger's sink ends Wait with an error
+// wrapping ErrPanic.
 func WithLogger(l logr.Logger) Option {
 	return func(o *options) error {
+		if sink := l.GetSink(); sink != nil && isNil(sink) {
+			return fmt.Errorf("WithLogger: the logger's sink is a nil %T", sink)
+		}
 		o.logger = &l
 		return nil
 	}
@@ -186,11 +214,16 @@ type Clock interface {
 
 // WithClock replaces the real clock for Wait's delays and stability
 // window. Attempt timeouts and the contexts given to checks still use
-// real time. A nil clock is an error.
+// real time. A nil clock (a typed nil too) is an error. If the clock
+// panics, or After returns a nil channel, Wait returns a *NotReadyError
+// whose Err names the clock.
 func WithClock(c Clock) Option {
 	return func(o *options) error {
-		if c == nil {
-			return errors.New("WithClock(nil)")
+		if isNil(c) {
+			if c == nil {
+				return errors.New("WithClock(nil)")
+			}
+			return fmt.Errorf("WithClock: a nil %T", c)
 		}
 		o.clock = c
 		return nil

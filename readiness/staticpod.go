@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -65,24 +66,33 @@ func WithHashChangedFrom(old string) PodOption {
 //
 // The check is a Watcher: under Wait it watches that one pod (list and
 // watch with the field selector metadata.name=<name>, re-established when
-// the server closes it) and re-checks on every change, so Wait reacts in
-// milliseconds and its backoff is only the floor. A broken watch is retried
-// with a backoff capped at 2 s (3 s with jitter), because the pod watched
-// is often the apiserver's own: after that apiserver restarts, the watch
-// is back within seconds, however long Wait's backoff floor. Each check
-// is one GET.
+// the server closes it) and judges the pod each watch event carries, so
+// Wait reacts in milliseconds, and a short NotReady between two events
+// is seen (it fails one attempt and restarts WithStability's count)
+// rather than skipped by a later read. While that watch is established,
+// an attempt judges the pod as the watch last saw it and makes no
+// request: a wait costs one list and one watch, however long it lasts.
+// Before the watch is up, while it is re-established, and outside Wait,
+// each check is one GET. A broken watch is retried with a backoff capped
+// at 2 s (3 s with jitter), because the pod watched is often the
+// apiserver's own: after that apiserver restarts, the watch is back
+// within seconds, however long Wait's backoff floor (by default
+// DefaultWatchMaxDelay for this check).
 //
 // RBAC: get, list and watch on pods in namespace (a Role is enough).
 // 401/403 failures wrap ErrAccessDenied.
 //
-// A nil client, an empty namespace or name, or a bad option makes every
-// call fail with a permanent ErrInvalid error. StaticPodReady does not
+// A nil client (a typed nil too: a nil *kubernetes.Clientset, a nil
+// *fake.Clientset, any nil pointer), an empty namespace or name, or a
+// bad option makes every call fail with a permanent ErrInvalid error
+// naming the argument. A panic in the client is recovered and fails the
+// check with a permanent error wrapping ErrPanic. StaticPodReady does not
 // block; the check is safe for concurrent use.
 func StaticPodReady(c kubernetes.Interface, namespace, name string, opts ...PodOption) Check {
 	p := &podCheck{c: c, ns: namespace, name: name}
-	switch cs, ok := c.(*kubernetes.Clientset); {
-	case c == nil || (ok && cs == nil):
-		p.bad = invalid("StaticPodReady: nil kubernetes.Interface")
+	switch {
+	case isNil(c):
+		p.bad = nilArg("StaticPodReady", "kubernetes.Interface", c)
 	case namespace == "":
 		p.bad = invalid("StaticPodReady: empty namespace")
 	case name == "":
@@ -107,17 +117,95 @@ func (p *podCheck) Check(ctx context.Context) error {
 	if p.bad != nil {
 		return p.bad
 	}
-	pod, err := p.c.CoreV1().Pods(p.ns).Get(ctx, p.name, metav1.GetOptions{})
-	if err != nil {
-		if apierrors.IsNotFound(err) {
-			return fmt.Errorf("%s: not found", p.Name())
+	if st := p.state(ctx); st != nil {
+		if err, ok := st.take(p); ok {
+			return err
 		}
-		return fmt.Errorf("%s: %w", p.Name(), classifyHTTP(err))
+	}
+	return p.guard(func() error {
+		pod, err := p.c.CoreV1().Pods(p.ns).Get(ctx, p.name, metav1.GetOptions{})
+		if err != nil {
+			if apierrors.IsNotFound(err) {
+				return p.verdict(nil)
+			}
+			return fmt.Errorf("%s: %w", p.Name(), classifyHTTP(err))
+		}
+		return p.verdict(pod)
+	})
+}
+
+// guard runs f, which calls into the client, turning a panic into the
+// check's permanent failure.
+func (p *podCheck) guard(f func() error) error {
+	return protect(p.Name()+": the kubernetes.Interface", f)
+}
+
+// verdict is the check's result for pod as seen (nil: not found).
+func (p *podCheck) verdict(pod *corev1.Pod) error {
+	if pod == nil {
+		return fmt.Errorf("%s: not found", p.Name())
 	}
 	if problems := p.evaluate(pod); len(problems) > 0 {
 		return fmt.Errorf("%s: %s", p.Name(), strings.Join(problems, "; "))
 	}
 	return nil
+}
+
+// podState is what the pod watch of one Wait has seen (see session).
+type podState struct {
+	mu      sync.Mutex
+	synced  bool        // pod is what the server has: listed, and the watch open since
+	pod     *corev1.Pod // nil: not found
+	failed  error       // the last failing verdict of an event since the last attempt
+	changed func()      // the change signal of the Watch feeding this state
+}
+
+func (p *podCheck) state(ctx context.Context) *podState {
+	return sessionState(ctx, p, func() *podState { return &podState{} })
+}
+
+// take judges the pod as last seen, if it is known. A failing verdict of
+// an event since the last attempt wins over a passing current one, so a
+// short NotReady between two attempts is seen; the change signal then
+// makes Wait look again at once.
+func (st *podState) take(p *podCheck) (error, bool) {
+	st.mu.Lock()
+	if !st.synced {
+		st.mu.Unlock()
+		return nil, false
+	}
+	err, failed, changed := p.verdict(st.pod), st.failed, st.changed
+	st.failed = nil
+	st.mu.Unlock()
+	if err == nil && failed != nil {
+		if changed != nil {
+			changed()
+		}
+		return failed, true
+	}
+	return err, true
+}
+
+// see records the pod carried by a list or a watch event (nil: gone).
+func (st *podState) see(p *podCheck, pod *corev1.Pod, fresh bool) {
+	v := p.verdict(pod)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.synced, st.pod = true, pod
+	if fresh {
+		st.failed = nil
+	}
+	if v != nil {
+		st.failed = v
+	}
+}
+
+// unsync marks the state as no longer followed by a watch: attempts read
+// the server until the next list.
+func (st *podState) unsync() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.synced = false
 }
 
 // evaluate lists what keeps pod from being the ready mirror pod wanted.
@@ -217,20 +305,36 @@ func newPodWatchRetry() backoff.BackOff {
 }
 
 // Watch lists and watches the one pod until ctx ends, calling changed
-// after every (re-)list and on every event. Failures are retried with an
-// exponential backoff capped at podWatchRetryMax.
+// after every (re-)list and on every event. Under Wait, it records what
+// each list and event carries for Wait's attempts to judge. Failures are
+// retried with an exponential backoff capped at podWatchRetryMax. A nil
+// changed is a permanent ErrInvalid error; a panic in the client is
+// recovered and returned as a permanent error wrapping ErrPanic.
 func (p *podCheck) Watch(ctx context.Context, changed func()) error {
 	if p.bad != nil {
 		return p.bad
 	}
+	if changed == nil {
+		return invalid("%s: Watch: nil changed func", p.Name())
+	}
+	st := p.state(ctx)
+	if st != nil {
+		st.mu.Lock()
+		st.changed = changed
+		st.mu.Unlock()
+	}
 	log := logr.FromContextOrDiscard(ctx).WithValues("pod", p.ns+"/"+p.name)
-	pods := p.c.CoreV1().Pods(p.ns)
 	selector := fields.OneTermEqualSelector("metadata.name", p.name).String()
 	retry := newPodWatchRetry()
 	for {
-		err := p.watchOnce(ctx, pods, selector, changed, retry)
+		err := p.guard(func() error {
+			return p.watchOnce(ctx, p.c.CoreV1().Pods(p.ns), selector, changed, retry, st)
+		})
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, ErrPanic) {
+			return err
 		}
 		delay := retry.NextBackOff()
 		if err != nil {
@@ -251,12 +355,28 @@ type podLister interface {
 	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
 }
 
-// watchOnce lists, signals, and follows the watch until it ends. It
-// returns nil when the server closed the watch, an error otherwise.
-func (p *podCheck) watchOnce(ctx context.Context, pods podLister, selector string, changed func(), retry backoff.BackOff) error {
+// watchOnce lists, signals, and follows the watch until it ends, feeding
+// st (if not nil) with what they carry. It returns nil when the server
+// closed the watch, an error otherwise.
+func (p *podCheck) watchOnce(ctx context.Context, pods podLister, selector string, changed func(), retry backoff.BackOff, st *podState) error {
+	if st != nil {
+		defer st.unsync()
+	}
 	list, err := pods.List(ctx, metav1.ListOptions{FieldSelector: selector})
 	if err != nil {
 		return fmt.Errorf("list %s: %w", p.Name(), classifyHTTP(err))
+	}
+	if list == nil {
+		return fmt.Errorf("list %s: the client returned no list and no error", p.Name())
+	}
+	if st != nil {
+		var pod *corev1.Pod
+		for i := range list.Items {
+			if list.Items[i].Name == p.name {
+				pod = &list.Items[i]
+			}
+		}
+		st.see(p, pod, true)
 	}
 	changed() // changes before the list were not seen as events
 	w, err := pods.Watch(ctx, metav1.ListOptions{
@@ -266,6 +386,9 @@ func (p *podCheck) watchOnce(ctx context.Context, pods podLister, selector strin
 	})
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", p.Name(), classifyHTTP(err))
+	}
+	if isNil(w) {
+		return fmt.Errorf("watch %s: the client returned no watch and no error", p.Name())
 	}
 	defer w.Stop()
 	retry.Reset()
@@ -281,6 +404,19 @@ func (p *podCheck) watchOnce(ctx context.Context, pods podLister, selector strin
 				return fmt.Errorf("watch %s: %w", p.Name(), apierrors.FromObject(ev.Object))
 			case ev.Type == watch.Bookmark:
 			default:
+				if st != nil {
+					pod, isPod := ev.Object.(*corev1.Pod)
+					switch {
+					case !isPod || pod.Name != p.name:
+						// Not the pod: attempts read the server until
+						// the next list.
+						return fmt.Errorf("watch %s: unexpected %T in a %s event", p.Name(), ev.Object, ev.Type)
+					case ev.Type == watch.Deleted:
+						st.see(p, nil, false)
+					default:
+						st.see(p, pod, false)
+					}
+				}
 				changed()
 			}
 		}

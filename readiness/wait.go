@@ -34,25 +34,34 @@ import (
 // return before it returns. Wait may be called concurrently, with the same
 // check and options, from many goroutines.
 func Wait(ctx context.Context, check Check, opts ...Option) error {
-	if ctx == nil {
-		return unmark(invalid("Wait: nil context"))
+	if isNil(ctx) {
+		return unmark(nilArg("Wait", "context", ctx))
 	}
-	if check == nil {
-		return unmark(invalid("Wait: nil check"))
+	if isNil(check) {
+		return unmark(nilArg("Wait", "check", check))
 	}
 	o, err := newOptions(opts)
 	if err != nil {
 		return unmark(err)
 	}
-	name := nameOf(check)
+	if o.newBackoff == nil {
+		maxDelay := DefaultMaxDelay
+		if watchesAll(check) {
+			maxDelay = DefaultWatchMaxDelay
+		}
+		o.newBackoff = defaultBackoff(maxDelay)
+	}
+	w := &waiter{o: o, check: check}
 	log := logr.FromContextOrDiscard(ctx)
 	if o.logger != nil {
 		log = *o.logger
 	}
-	log = log.WithValues("check", name)
-	w := &waiter{o: o, check: check, name: name, log: log}
-	// Checks and watchers log through the same logger.
-	return w.run(logr.NewContext(ctx, log))
+	log = safeLogger(log, func(v any) { w.fault.set(Permanent(&panicError{what: "the logger", value: v})) })
+	w.name = w.nameOf(check)
+	w.log = log.WithValues("check", w.name)
+	// Checks and watchers log through the same logger, and share the
+	// state of this wait's watches.
+	return w.run(withSession(logr.NewContext(ctx, w.log)))
 }
 
 // Gate turns a readiness wait into the plain gate function other packages
@@ -81,6 +90,8 @@ type waiter struct {
 	check Check
 	name  string
 	log   logr.Logger
+	fault fault  // the first panic of the Watcher or the logger
+	stage string // the user code Wait's goroutine is running, for a panic
 
 	start     time.Time
 	attempts  int
@@ -89,25 +100,52 @@ type waiter struct {
 	last      error
 }
 
+// nameOf is the check's name (see nameOf), with a panic of its Name
+// method recorded as the wait's fault.
+func (w *waiter) nameOf(c Check) (name string) {
+	name = "check"
+	if err := protect("the check's Name method", func() error { name = nameOf(c); return nil }); err != nil {
+		w.fault.set(err)
+	}
+	return name
+}
+
 func (w *waiter) now() time.Time {
 	if w.o.clock != nil {
+		w.stage = "the clock's Now"
 		return w.o.clock.Now()
 	}
 	return time.Now()
 }
 
-func (w *waiter) run(ctx context.Context) error {
+func (w *waiter) run(ctx context.Context) (err error) {
+	// The single place where the panics of user code called from this
+	// goroutine end: the check, the backoff policy, the observer, the
+	// clock. The deferred watch cleanup below has run by then.
+	defer func() {
+		if v := recover(); v != nil {
+			err = w.notReady(Permanent(&panicError{what: w.stage, value: v}))
+		}
+	}()
 	w.start = w.now()
+	w.stage = "the backoff policy function"
 	policy := w.o.newBackoff()
-	if policy == nil {
-		return unmark(invalid("WithBackoff: the policy function returned nil"))
+	if isNil(policy) {
+		return unmark(invalid("WithBackoff: the policy function returned nil%s", typeOfNil(policy)))
 	}
+	w.stage = "the backoff policy's Reset"
 	policy.Reset()
 
 	// The change signal: one pending wake-up at most, so a burst of
 	// changes costs one re-check, and a change during an attempt is not
 	// lost.
 	wake := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
 	if wt, ok := w.check.(Watcher); ok {
 		wctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
@@ -116,20 +154,24 @@ func (w *waiter) run(ctx context.Context) error {
 			wg.Wait()
 		}()
 		wg.Go(func() {
-			err := wt.Watch(wctx, func() {
-				select {
-				case wake <- struct{}{}:
-				default:
+			guarded("the check's Watch", func() error { return wt.Watch(wctx, signal) }, func(err error) {
+				if errors.Is(err, ErrPanic) {
+					w.fault.set(err)
+					signal()
+					return
+				}
+				if wctx.Err() == nil {
+					w.log.V(1).Info("change watch ended early; polling only", "err", err)
 				}
 			})
-			if wctx.Err() == nil {
-				w.log.V(1).Info("change watch ended early; polling only", "err", err)
-			}
 		})
 	}
 
 	for {
 		if err := ctx.Err(); err != nil {
+			return w.notReady(err)
+		}
+		if err := w.fault.get(); err != nil {
 			return w.notReady(err)
 		}
 		select { // this attempt sees every change signalled so far
@@ -140,6 +182,9 @@ func (w *waiter) run(ctx context.Context) error {
 		began := w.now()
 		err := w.attempt(ctx)
 		took := w.now().Sub(began)
+		if ferr := w.fault.get(); ferr != nil {
+			return w.notReady(ferr)
+		}
 
 		if err != nil && ctx.Err() != nil {
 			// Cut short by ctx: keep the earlier, more telling reason.
@@ -154,16 +199,23 @@ func (w *waiter) run(ctx context.Context) error {
 		if err == nil {
 			if w.passes == 0 {
 				w.firstPass = w.now()
+				w.stage = "the backoff policy's Reset"
 				policy.Reset()
 			}
 			w.passes++
 			span := w.now().Sub(w.firstPass)
 			if w.passes >= w.o.passes && span >= w.o.window {
 				w.observe(Attempt{Stable: true, Took: took})
+				if ferr := w.fault.get(); ferr != nil {
+					return w.notReady(ferr)
+				}
 				w.log.Info("ready", "attempts", w.attempts, "elapsed", w.now().Sub(w.start))
+				if ferr := w.fault.get(); ferr != nil {
+					return w.notReady(ferr)
+				}
 				return nil
 			}
-			next = w.passDelay(span, policy)
+			next = max(w.passDelay(span, policy), MinDelay)
 			w.observe(Attempt{Took: took, Next: next})
 			w.log.V(1).Info("passing, not yet stable", "attempt", w.attempts, "passes", w.passes, "next", next)
 		} else {
@@ -174,11 +226,13 @@ func (w *waiter) run(ctx context.Context) error {
 				return w.notReady(inner)
 			}
 			w.last = err
+			w.stage = "the backoff policy's NextBackOff"
 			next = policy.NextBackOff()
 			if next == backoff.Stop {
 				w.observe(Attempt{Err: err, Took: took})
 				return w.notReady(ErrGaveUp)
 			}
+			next = max(next, MinDelay)
 			w.observe(Attempt{Err: err, Took: took, Next: next})
 			w.log.V(1).Info("not ready", "attempt", w.attempts, "reason", err.Error(), "next", next)
 		}
@@ -189,10 +243,19 @@ func (w *waiter) run(ctx context.Context) error {
 	}
 }
 
+// typeOfNil says which typed nil v is, for error messages.
+func typeOfNil(v any) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprintf(" (a nil %T)", v)
+}
+
 // attempt runs the check once under the attempt timeout.
 func (w *waiter) attempt(ctx context.Context) error {
 	actx, cancel := context.WithTimeout(ctx, w.o.timeout)
 	defer cancel()
+	w.stage = "the check"
 	err := w.check.Check(actx)
 	if err != nil && ctx.Err() == nil && actx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w (attempt cut off by its %s timeout)", err, w.o.timeout)
@@ -207,6 +270,7 @@ func (w *waiter) passDelay(span time.Duration, policy backoff.BackOff) time.Dura
 		left := max(w.o.passes-w.passes, 1)
 		return remaining / time.Duration(left)
 	}
+	w.stage = "the backoff policy's NextBackOff"
 	d := policy.NextBackOff()
 	if d == backoff.Stop {
 		return 0
@@ -217,12 +281,13 @@ func (w *waiter) passDelay(span time.Duration, policy backoff.BackOff) time.Dura
 // sleep waits for d, a change signal or the end of ctx, and returns
 // ctx.Err() in the last case.
 func (w *waiter) sleep(ctx context.Context, d time.Duration, wake <-chan struct{}) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
 	var fire <-chan time.Time
 	if w.o.clock != nil {
+		w.stage = "the clock's After"
 		fire = w.o.clock.After(d)
+		if fire == nil {
+			return Permanent(fmt.Errorf("readiness: %w: the clock's After(%s) returned a nil channel", ErrInvalid, d))
+		}
 	} else {
 		t := time.NewTimer(d)
 		defer t.Stop()
@@ -242,15 +307,26 @@ func (w *waiter) observe(a Attempt) {
 		return
 	}
 	a.Check, a.N, a.Passes = w.name, w.attempts, w.passes
+	w.stage = "the observer"
 	w.o.observer(a)
 }
 
+// notReady returns the *NotReadyError for why. It is called from the
+// recovery of a panic too, so it calls no user code that may panic again
+// unrecovered: the clock and the logger are guarded.
 func (w *waiter) notReady(why error) error {
+	if inner, ok := isPermanent(why); ok {
+		why = inner
+	}
+	end := time.Now()
+	if w.o.clock != nil {
+		_ = protect("the clock's Now", func() error { end = w.o.clock.Now(); return nil })
+	}
 	err := &NotReadyError{
 		Check:    w.name,
 		Attempts: w.attempts,
 		Passes:   w.passes,
-		Elapsed:  w.now().Sub(w.start),
+		Elapsed:  end.Sub(w.start),
 		Last:     w.last,
 		Err:      why,
 	}

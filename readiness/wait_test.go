@@ -378,3 +378,73 @@ func TestBadInputIsAnErrorNotAPanic(t *testing.T) {
 		})
 	}
 }
+
+// policyOf returns a policy that always answers d.
+func policyOf(d time.Duration) readiness.Option {
+	return readiness.WithBackoff(func() backoff.BackOff { return &fixedPolicy{d} })
+}
+
+type fixedPolicy struct{ d time.Duration }
+
+func (p *fixedPolicy) Reset()                     {}
+func (p *fixedPolicy) NextBackOff() time.Duration { return p.d }
+
+// recordingClock is a fakeClock that records the delays it was asked for.
+type recordingClock struct {
+	*fakeClock
+	mu     sync.Mutex
+	delays []time.Duration
+}
+
+func (c *recordingClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	c.delays = append(c.delays, d)
+	c.mu.Unlock()
+	return c.fakeClock.After(d)
+}
+
+// A policy whose delays are zero, negative or tiny (not backoff.Stop)
+// does not make Wait spin: every delay is raised to MinDelay, between
+// failures and between passes alike. Counted, not timed: the attempts are
+// at most one more than the elapsed time holds MinDelays (timers never
+// fire early), and the delays Wait asks its clock for are never below
+// MinDelay.
+func TestWaitNonPositiveDelayDoesNotSpin(t *testing.T) {
+	for _, d := range []time.Duration{0, -time.Second, time.Nanosecond} {
+		t.Run(d.String(), func(t *testing.T) {
+			var calls atomic.Int64
+			check := readiness.CheckFunc(func(context.Context) error {
+				calls.Add(1)
+				return errors.New("not yet")
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			opt, attempts := observer()
+			err := readiness.Wait(ctx, check, policyOf(d), opt)
+			var nr *readiness.NotReadyError
+			require.ErrorAs(t, err, &nr)
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			limit := int(nr.Elapsed/readiness.MinDelay) + 1
+			assert.LessOrEqual(t, nr.Attempts, limit, "%d attempts in %s", nr.Attempts, nr.Elapsed)
+			assert.Equal(t, int64(nr.Attempts), calls.Load())
+			close(attempts)
+			for a := range attempts {
+				if a.Next != 0 {
+					assert.Equal(t, readiness.MinDelay, a.Next, "attempt %d", a.N)
+				}
+			}
+
+			// With a clock that records: failures, and passes that
+			// are not yet stable, ask for MinDelay at least.
+			clock := &recordingClock{fakeClock: newFakeClock()}
+			s := &script{t: t, results: []error{errf("a"), errf("b"), nil, nil, nil}}
+			require.NoError(t, readiness.Wait(testCtx(t), s, policyOf(d), readiness.WithClock(clock), readiness.WithStability(3, 0)))
+			clock.mu.Lock()
+			defer clock.mu.Unlock()
+			require.Len(t, clock.delays, 4)
+			for i, got := range clock.delays {
+				assert.Equal(t, readiness.MinDelay, got, "delay %d", i+1)
+			}
+		})
+	}
+}
