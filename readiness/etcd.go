@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
-	"sync"
 
-	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -48,25 +45,44 @@ func WithHealthKey(key string) EtcdOption {
 // key succeeds (it needs a quorum; "permission denied" still counts, as in
 // etcdctl endpoint health), and no alarm (NOSPACE, CORRUPT) is active.
 // With WithMemberQuorum it also requires a quorum of voting members to
-// answer Status. The probes run concurrently; the failure is an
-// *EtcdError listing every problem, with members named ("m1
-// (8211f1d0f64f3269) at https://10.0.0.2:2379").
+// answer Status. The probes run concurrently: Status of every endpoint of
+// c and of every voting member (at its client URLs, from the member list,
+// a serializable read), the read and the alarm list.
+//
+// The check returns as soon as its answer is known, cancelling the probes
+// still out: healthy once the read, the alarm list and a leader (with
+// WithMemberQuorum, a quorum of answers) are in, however long a dead
+// member would take to time out; not healthy once more voting members
+// than quorum allows certainly cannot answer (nothing listens at any of
+// their URLs) and every member has answered or failed Status, or no
+// endpoint of c can be reached; otherwise when every probe has returned
+// or ctx has ended. (A member that accepts connections but never answers
+// holds the client's own requests routed to it, and so the check, until
+// ctx ends.) A failure is an *EtcdError listing
+// every problem, with members named, and every voting member that did not
+// answer named with its URLs ("m1 (8211f1d0f64f3269) at
+// https://10.0.0.2:2379: no answer: ..."), with or without
+// WithMemberQuorum.
 //
 // Status calls dial each endpoint or member URL directly through c, with
-// c's TLS configuration; nothing outlives the call. Checks are bounded by
-// ctx (Wait's attempt timeout); an unreachable member costs the rest of
-// it. A nil client or a bad option makes every call fail with a permanent
-// ErrInvalid error. EtcdHealthy does not block; the check is safe for
-// concurrent use.
+// c's TLS configuration and credentials, and do not wait for a connection
+// that is refused; nothing outlives the call. Checks are bounded by ctx
+// (Wait's attempt timeout). A nil client (a typed nil too, or a
+// clientv3.Client not made by clientv3.New) or a bad option makes every
+// call fail with a permanent ErrInvalid error; a closed client, too.
+// EtcdHealthy does not block; the check is safe for concurrent use.
 //
 // etcd authentication (when enabled): Status needs the root role; the
 // read and AlarmList need no particular permission. Without the root role
 // every call fails with an error wrapping ErrAccessDenied.
 func EtcdHealthy(c *clientv3.Client, opts ...EtcdOption) Check {
 	e := &etcdCheck{c: c, key: DefaultHealthKey}
-	if c == nil {
-		e.bad = invalid("EtcdHealthy: nil *clientv3.Client")
-	} else {
+	switch {
+	case c == nil:
+		e.bad = nilArg("EtcdHealthy", "*clientv3.Client", nil)
+	case c.Ctx() == nil:
+		e.bad = invalid("EtcdHealthy: the *clientv3.Client was not made by clientv3.New (it has no context)")
+	default:
 		e.bad = applyOptions("EtcdHealthy", e, opts)
 	}
 	return e
@@ -89,9 +105,9 @@ type EtcdError struct {
 	// Alarms lists the active alarms as "NOSPACE on member m0
 	// (8e9e05c52164694d)".
 	Alarms []string
-	// Unreachable lists the voting members that did not answer Status
-	// (WithMemberQuorum only), as "m1 (8211f1d0f64f3269) at
-	// http://127.0.0.1:2379: <why>".
+	// Unreachable lists the voting members that did not answer Status,
+	// as "m1 (8211f1d0f64f3269) at http://127.0.0.1:2379: <why>"; with
+	// or without WithMemberQuorum.
 	Unreachable []string
 	errs        []error
 }
@@ -115,203 +131,7 @@ func (e *etcdCheck) Check(ctx context.Context) error {
 	if e.c.Ctx().Err() != nil {
 		return invalid("EtcdHealthy: the *clientv3.Client is closed")
 	}
-	var (
-		wg       sync.WaitGroup
-		readErr  error
-		alarmErr error
-		alarms   *clientv3.AlarmResponse
-		leader   leaderResult
-	)
-	wg.Go(func() {
-		if _, err := e.c.Get(ctx, e.key); err != nil && !etcdReadDenied(err) {
-			readErr = classifyEtcd(err)
-		}
-	})
-	wg.Go(func() {
-		alarms, alarmErr = e.c.AlarmList(ctx)
-		alarmErr = classifyEtcd(alarmErr)
-	})
-	wg.Go(func() {
-		if e.quorum {
-			leader = e.memberStatus(ctx)
-		} else {
-			leader = e.endpointStatus(ctx)
-		}
-	})
-	wg.Wait()
-
-	res := &EtcdError{}
-	res.Problems = append(res.Problems, leader.problems...)
-	res.Unreachable = leader.unreachable
-	res.errs = append(res.errs, leader.errs...)
-	if readErr != nil {
-		res.Problems = append(res.Problems, fmt.Sprintf("linearizable read of %q failed: %v", e.key, readErr))
-		res.errs = append(res.errs, readErr)
-	}
-	switch {
-	case alarmErr != nil:
-		res.Problems = append(res.Problems, fmt.Sprintf("cannot list alarms: %v", alarmErr))
-		res.errs = append(res.errs, alarmErr)
-	case len(alarms.Alarms) > 0:
-		names := leader.names
-		if names == nil {
-			// Unnamed (IDs only) if the members cannot be listed.
-			_, names, _ = e.listMembers(ctx)
-		}
-		for _, a := range alarms.Alarms {
-			res.Alarms = append(res.Alarms, fmt.Sprintf("%s on member %s", a.Alarm, memberLabel(names, a.MemberID)))
-		}
-		sort.Strings(res.Alarms)
-		res.Problems = append(res.Problems, "active alarm(s): "+strings.Join(res.Alarms, ", "))
-	}
-	if len(res.Problems) == 0 {
-		return nil
-	}
-	return res
-}
-
-// leaderResult is what the Status probes found.
-type leaderResult struct {
-	problems    []string
-	unreachable []string
-	names       map[uint64]string // member names by ID, when listed
-	errs        []error           // the failures behind problems and unreachable
-}
-
-// endpointStatus asks every endpoint of the client for its Status and
-// passes if any of them reports a leader.
-func (e *etcdCheck) endpointStatus(ctx context.Context) leaderResult {
-	eps := e.c.Endpoints()
-	if len(eps) == 0 {
-		return leaderResult{problems: []string{"the client has no endpoints"}}
-	}
-	type answer struct {
-		leader uint64
-		err    error
-	}
-	answers := make([]answer, len(eps))
-	var wg sync.WaitGroup
-	for i, ep := range eps {
-		wg.Go(func() {
-			resp, err := e.c.Status(ctx, ep)
-			if err != nil {
-				answers[i].err = classifyEtcd(err)
-				return
-			}
-			answers[i].leader = resp.Leader
-		})
-	}
-	wg.Wait()
-	var (
-		failures []string
-		errs     []error
-	)
-	answered := 0
-	for i, a := range answers {
-		if a.err != nil {
-			failures = append(failures, fmt.Sprintf("%s: %v", eps[i], a.err))
-			errs = append(errs, fmt.Errorf("status of %s: %w", eps[i], a.err))
-			continue
-		}
-		answered++
-		if a.leader != 0 {
-			return leaderResult{}
-		}
-	}
-	if answered == 0 {
-		return leaderResult{problems: []string{"no endpoint answered Status: " + strings.Join(failures, ", ")}, errs: errs}
-	}
-	return leaderResult{problems: []string{fmt.Sprintf("no leader known to the %d of %d endpoint(s) that answered", answered, len(eps))}}
-}
-
-// memberStatus lists the members and asks every voting member for its
-// Status; it passes if a quorum answers and one of them knows a leader.
-func (e *etcdCheck) memberStatus(ctx context.Context) leaderResult {
-	members, names, err := e.listMembers(ctx)
-	if err != nil {
-		return leaderResult{problems: []string{fmt.Sprintf("cannot list members: %v", err)}, errs: []error{err}}
-	}
-	type answer struct {
-		leader uint64
-		why    string  // empty if it answered
-		errs   []error // the failures behind why
-	}
-	var voting []int
-	for i, m := range members {
-		if !m.IsLearner {
-			voting = append(voting, i)
-		}
-	}
-	answers := make([]answer, len(voting))
-	var wg sync.WaitGroup
-	for j, i := range voting {
-		m := members[i]
-		wg.Go(func() {
-			if len(m.ClientURLs) == 0 {
-				answers[j].why = "not started (no client URLs)"
-				return
-			}
-			var whys []string
-			for _, u := range m.ClientURLs {
-				resp, err := e.c.Status(ctx, u)
-				if err == nil {
-					answers[j] = answer{leader: resp.Leader}
-					return
-				}
-				if errors.Is(err, context.DeadlineExceeded) {
-					// The client waits for a connection until the
-					// deadline: a member that is down looks like this.
-					err = fmt.Errorf("no answer before the deadline: %w", err)
-				}
-				err = classifyEtcd(err)
-				whys = append(whys, fmt.Sprintf("at %s: %v", u, err))
-				answers[j].errs = append(answers[j].errs, fmt.Errorf("status of member %s at %s: %w", memberLabel(names, m.ID), u, err))
-			}
-			answers[j].why = strings.Join(whys, ", ")
-		})
-	}
-	wg.Wait()
-
-	res := leaderResult{names: names}
-	var leader uint64
-	answered := 0
-	for j, i := range voting {
-		a := answers[j]
-		if a.why != "" {
-			res.unreachable = append(res.unreachable, memberLabel(names, members[i].ID)+" "+a.why)
-			res.errs = append(res.errs, a.errs...)
-			continue
-		}
-		answered++
-		if a.leader != 0 {
-			leader = a.leader
-		}
-	}
-	sort.Strings(res.unreachable)
-	need := len(voting)/2 + 1
-	if answered < need {
-		res.problems = append(res.problems, fmt.Sprintf("%d of %d voting members unreachable, quorum needs %d to answer: %s",
-			len(voting)-answered, len(voting), need, strings.Join(res.unreachable, "; ")))
-	}
-	if answered > 0 && leader == 0 {
-		res.problems = append([]string{fmt.Sprintf("no leader known to the %d voting member(s) that answered", answered)}, res.problems...)
-	}
-	return res
-}
-
-// listMembers lists the members (a serializable read, so it is answered
-// even without quorum) and maps their IDs to their names. The error is
-// classified.
-func (e *etcdCheck) listMembers(ctx context.Context) ([]*etcdserverpb.Member, map[uint64]string, error) {
-	ml, err := e.c.MemberList(ctx, clientv3.WithSerializable())
-	if err != nil {
-		return nil, nil, classifyEtcd(err)
-	}
-	names := make(map[uint64]string, len(ml.Members))
-	for _, m := range ml.Members {
-		names[m.ID] = m.Name
-	}
-	return ml.Members, names, nil
+	return newEtcdRound(e).run(ctx)
 }
 
 // memberLabel is "name (hex id)", or the ID alone when the name is not

@@ -168,3 +168,92 @@ func TestEtcdHealthyAccessDenied(t *testing.T) {
 		})
 	}
 }
+
+// Without WithMemberQuorum too, a cluster that lost quorum is reported
+// with its dead members named, with their URLs; and the check says so as
+// soon as it is certain (nothing listens at two of three members' URLs),
+// not at the end of its context: the context here has no deadline but the
+// test's guard.
+func TestEtcdHealthyNamesDeadMembers(t *testing.T) {
+	testenv.AwaitNoLeaks(t)
+	c := testenv.NewCluster(t, testenv.WithMembers(3))
+	ctx := testCtx(t)
+	// A client of the survivor only: the dead members are found through
+	// the member list, not the client's endpoints.
+	for name, endpoints := range map[string][]string{
+		"all endpoints":     nil,
+		"survivor endpoint": {c.Member(0).Endpoint()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cli, err := c.NewClient(endpoints...)
+			require.NoError(t, err)
+			defer func() { _ = cli.Close() }()
+			require.NoError(t, readiness.EtcdHealthy(cli).Check(ctx))
+		})
+	}
+
+	stopped := []*testenv.Member{c.Member(1), c.Member(2)}
+	var wants []string
+	for _, m := range stopped {
+		wants = append(wants, fmt.Sprintf("%s (%x) at %s: no answer", m.Name, m.ID(), m.ClientURL))
+	}
+	for _, m := range stopped {
+		require.NoError(t, m.Stop())
+	}
+	for name, endpoints := range map[string][]string{
+		"all endpoints":     nil,
+		"survivor endpoint": {c.Member(0).Endpoint()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cli, err := c.NewClient(endpoints...)
+			require.NoError(t, err)
+			defer func() { _ = cli.Close() }()
+			err = readiness.EtcdHealthy(cli).Check(ctx)
+			t.Logf("2 of 3 down, no WithMemberQuorum: %v", err)
+			var ee *readiness.EtcdError
+			require.ErrorAs(t, err, &ee)
+			require.Len(t, ee.Unreachable, 2, "%v", err)
+			for _, want := range wants {
+				assert.True(t, slices.ContainsFunc(ee.Unreachable, func(u string) bool { return strings.HasPrefix(u, want) }),
+					"no %q in %q", want, ee.Unreachable)
+				assert.Contains(t, err.Error(), want)
+			}
+			assert.Contains(t, err.Error(), "2 of 3 voting members unreachable, quorum needs 2 to answer")
+			assert.Contains(t, err.Error(), `linearizable read of "health" failed`)
+		})
+	}
+	for _, m := range stopped {
+		require.NoError(t, m.Restart(ctx))
+	}
+}
+
+// With one member of three down, the check passes as soon as the read,
+// the alarm list and a leader (with WithMemberQuorum, a quorum of
+// answers) are in: it does not wait for the dead member. The attempt
+// timeout is an hour, so a check that waited for the dead member would
+// hold Wait to the test's guard.
+func TestEtcdHealthyOneDownAnswersEarly(t *testing.T) {
+	testenv.AwaitNoLeaks(t)
+	c := testenv.NewCluster(t, testenv.WithMembers(3))
+	ctx := testCtx(t)
+	cli := c.Client() // all three endpoints
+	require.NoError(t, readiness.EtcdHealthy(cli).Check(ctx))
+
+	require.NoError(t, c.Member(1).Stop())
+	long := readiness.WithAttemptTimeout(time.Hour)
+	for name, opts := range map[string][]readiness.EtcdOption{
+		"endpoints":     nil,
+		"member quorum": {readiness.WithMemberQuorum()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			opt, attempts := observer()
+			done := goWait(ctx, readiness.EtcdHealthy(cli, opts...), opt, long, readiness.WithStability(3, 0))
+			require.NoError(t, awaitDone(t, done, "one of three down"))
+			for range 3 {
+				a := <-attempts
+				assert.NoError(t, a.Err)
+			}
+		})
+	}
+	require.NoError(t, c.Member(1).Restart(ctx))
+}
