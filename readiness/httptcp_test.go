@@ -1,6 +1,7 @@
 package readiness_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -83,5 +85,55 @@ func TestTCPDial(t *testing.T) {
 
 	for _, bad := range []string{"", "127.0.0.1", ":6443", "host:"} {
 		require.ErrorIs(t, readiness.Wait(ctx, readiness.TCPDial(bad)), readiness.ErrInvalid, "%q", bad)
+	}
+}
+
+// An address or URL that can never be dialled is bad input: Wait returns
+// ErrInvalid after one attempt instead of retrying "unreachable" until its
+// deadline (the context here ends only at the test's guard).
+func TestInvalidAddressIsPermanent(t *testing.T) {
+	ctx := testCtx(t)
+	c := http.DefaultClient
+	tests := []struct {
+		name  string
+		check readiness.Check
+		want  string
+	}{
+		{"port out of range", readiness.TCPDial("127.0.0.1:99999"), "port 99999 is out of range (1-65535)"},
+		{"port zero", readiness.TCPDial("127.0.0.1:0"), "port 0 is out of range"},
+		{"huge port", readiness.TCPDial("127.0.0.1:99999999999999999999"), "out of range"},
+		{"unknown service", readiness.TCPDial("127.0.0.1:no-such-service"), "neither a number nor a known service name"},
+		{"no host", readiness.TCPDial(":6443"), "no host"},
+		{"no port", readiness.TCPDial("host:"), "no port"},
+		{"garbage host", readiness.TCPDial("ho st:6443"), "neither an IP address nor a DNS name"},
+		{"garbage", readiness.TCPDial("::::"), "malformed address"},
+		{"IPv6 unbracketed", readiness.TCPDial("::1:6443"), "malformed address"},
+		{"URL port out of range", readiness.HTTPGet(c, "http://127.0.0.1:99999/readyz", nil), "port 99999 is out of range"},
+		{"URL port zero", readiness.HTTPGet(c, "https://127.0.0.1:0/", nil), "port 0 is out of range"},
+		{"URL no host", readiness.HTTPGet(c, "http://:8080/", nil), "no host"},
+		{"URL garbage host", readiness.HTTPGet(c, "http://ho$t/", nil), "neither an IP address nor a DNS name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			opt, attempts := observer()
+			err := readiness.Wait(ctx, tt.check, opt)
+			require.ErrorIs(t, err, readiness.ErrInvalid)
+			assert.NotErrorIs(t, err, readiness.ErrUnreachable)
+			assert.Contains(t, err.Error(), tt.want)
+			assert.Len(t, attempts, 1)
+		})
+	}
+	// Valid forms stay valid (these fail as unreachable, not as input).
+	for _, addr := range []string{"127.0.0.1:1", "[::1]:1", "localhost:1", "localhost:https", "[fe80::1%lo]:1", "my_host.example.:1"} {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := readiness.TCPDial(addr).Check(sctx)
+		cancel()
+		assert.NotErrorIs(t, err, readiness.ErrInvalid, "%q: %v", addr, err)
+	}
+	for _, u := range []string{"http://127.0.0.1:1/", "https://[::1]:1/x", "http://localhost/", "http://[fe80::1%25lo]:1/"} {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := readiness.HTTPGet(c, u, nil).Check(sctx)
+		cancel()
+		assert.NotErrorIs(t, err, readiness.ErrInvalid, "%q: %v", u, err)
 	}
 }
