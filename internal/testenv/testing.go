@@ -56,6 +56,58 @@ func NewAPIServer(t testing.TB, opts ...APIServerOption) *APIServer {
 	return a
 }
 
+// NewControlPlane starts kube-controller-manager and kube-scheduler against
+// a for the test, with their files in t.TempDir(); cleanup stops them and,
+// if the test failed, logs both log tails.
+func NewControlPlane(t testing.TB, a *APIServer, opts ...ControlPlaneOption) *ControlPlane {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	opts = append([]ControlPlaneOption{WithControlPlaneDir(t.TempDir()), WithControlPlaneBuildLog(t.Logf)}, opts...)
+	c, err := StartControlPlane(ctx, a, opts...)
+	if err != nil {
+		t.Fatalf("start control plane: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("control plane log tails:\n%s", c.LogTail(60))
+		}
+		_ = c.Close()
+	})
+	return c
+}
+
+// NewNode starts one hollow-kubelet node named name against a for the test
+// and waits until it is Ready (see StartNode); cleanup stops it and, if the
+// test failed, logs its log tail.
+func NewNode(t testing.TB, a *APIServer, name string, opts ...NodeOption) *Node {
+	t.Helper()
+	return NewNodes(t, a, []string{name}, opts...)[0]
+}
+
+// NewNodes starts one node per name at once, with their files under
+// t.TempDir(), and waits until all are Ready (see StartNodes); cleanup
+// stops them and, if the test failed, logs each one's log tail.
+func NewNodes(t testing.TB, a *APIServer, names []string, opts ...NodeOption) []*Node {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	opts = append([]NodeOption{WithNodeDir(t.TempDir()), WithNodeBuildLog(t.Logf)}, opts...)
+	nodes, err := StartNodes(ctx, a, names, opts...)
+	if err != nil {
+		t.Fatalf("start nodes %v: %v", names, err)
+	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			if t.Failed() {
+				t.Logf("node %s kubelet log tail (%s):\n%s", n.Name(), n.LogFile(), n.LogTail(60))
+			}
+			_ = n.Close()
+		}
+	})
+	return nodes
+}
+
 // NewProxyFor starts a fault proxy in front of addr ("host:port") and closes
 // it at cleanup.
 func NewProxyFor(t testing.TB, addr string) *Proxy {

@@ -30,6 +30,7 @@ import (
 	"k8s.io/klog/v2"
 	kubeletapp "k8s.io/kubernetes/cmd/kubelet/app"
 	"k8s.io/kubernetes/cmd/kubelet/app/options"
+	kubeletconfig "k8s.io/kubernetes/pkg/kubelet/apis/config"
 	cadvisortest "k8s.io/kubernetes/pkg/kubelet/cadvisor/testing"
 	"k8s.io/kubernetes/pkg/kubelet/cm"
 	"k8s.io/kubernetes/pkg/kubemark"
@@ -111,15 +112,6 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 
-	// GetHollowKubeletConfig makes temporary directories of its own; keep
-	// them under the node's directory. The ones that matter are set below.
-	tmp := filepath.Join(c.rootDir, "tmp")
-	if err := os.MkdirAll(tmp, 0o750); err != nil {
-		return err
-	}
-	if err := os.Setenv("TMPDIR", tmp); err != nil {
-		return err
-	}
 	f, kc := kubemark.GetHollowKubeletConfig(&kubemark.HollowKubeletOptions{
 		NodeName:            c.name,
 		KubeletPort:         c.port,
@@ -127,6 +119,12 @@ func run(ctx context.Context, c config) error {
 		MaxPods:             110,
 		NodeLabels:          labels,
 	})
+	// GetHollowKubeletConfig makes a fresh root directory (with static-pods
+	// and pod-logs in it) under /tmp on every call; the node's state lives
+	// under --root-dir instead, the same one across restarts.
+	if err := os.RemoveAll(f.RootDirectory); err != nil {
+		return err
+	}
 	f.RootDirectory = filepath.Join(c.rootDir, "kubelet")
 	f.CertDirectory = filepath.Join(c.rootDir, "pki")
 	kc.PodLogsDir = filepath.Join(c.rootDir, "pod-logs")
@@ -144,7 +142,13 @@ func run(ctx context.Context, c config) error {
 	kc.ContainerRuntimeEndpoint = endpoint
 	kc.ImageServiceEndpoint = endpoint
 	kc.TLSCertFile, kc.TLSPrivateKeyFile = c.tlsCert, c.tlsKey
+	// The kubelet's command-line defaults (options.NewKubeletConfiguration's
+	// legacy ones) are anonymous access and AlwaysAllow; a kubelet in a
+	// cluster authenticates and authorizes through the apiserver.
 	kc.Authentication.X509.ClientCAFile = c.clientCA
+	kc.Authentication.Anonymous.Enabled = false
+	kc.Authentication.Webhook.Enabled = true
+	kc.Authorization.Mode = kubeletconfig.KubeletAuthorizationModeWebhook
 
 	heartbeatCfg := *restCfg
 	heartbeatCfg.Timeout = min(kc.NodeStatusUpdateFrequency.Duration, time.Duration(kc.NodeLeaseDurationSeconds)*time.Second)

@@ -163,15 +163,15 @@ func exitFromEnv(envs []*kubeapi.KeyValue) (exitSpec, bool, error) {
 	for _, kv := range envs {
 		switch kv.GetKey() {
 		case EnvExitCode:
-			n, err := strconv.ParseInt(kv.GetValue(), 10, 32)
+			n, err := strconv.ParseInt(string(kv.GetValue()), 10, 32)
 			if err != nil {
-				return spec, false, fmt.Errorf("fake runtime: %s=%q: %w", EnvExitCode, kv.GetValue(), err)
+				return spec, false, fmt.Errorf("fake runtime: %s=%q: %w", EnvExitCode, string(kv.GetValue()), err)
 			}
 			spec.code, found = int32(n), true
 		case EnvExitAfter:
-			d, err := time.ParseDuration(kv.GetValue())
+			d, err := time.ParseDuration(string(kv.GetValue()))
 			if err != nil {
-				return spec, false, fmt.Errorf("fake runtime: %s=%q: %w", EnvExitAfter, kv.GetValue(), err)
+				return spec, false, fmt.Errorf("fake runtime: %s=%q: %w", EnvExitAfter, string(kv.GetValue()), err)
 			}
 			spec.after = d
 		}
