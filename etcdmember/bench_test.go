@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,4 +182,61 @@ func envInt(k string, d int) int {
 		return d
 	}
 	return v
+}
+
+// BenchmarkConcurrentJoins measures the wall time of Join into a fresh
+// one-member cluster with max-learners 3: one Join alone ("single") and
+// three Joins at once, each with a Manager of its own as three nodes
+// would have ("three-concurrent"), in the same run. Each op starts a new
+// cluster (untimed) and ends when every Join returned a voter. Medians per
+// run: wall-ms/op, and starts/op (how often start was called: more than
+// one per member when a concurrent add made an initial-cluster string
+// stale). The figure to compare is the ratio of the medians (aim: under
+// 1.5×):
+//
+//	go test -run '^$' -bench ConcurrentJoins -benchtime 5x -count 3 ./etcdmember/
+func BenchmarkConcurrentJoins(b *testing.B) {
+	run := func(b *testing.B, n int) {
+		var walls []time.Duration
+		starts := 0
+		b.ResetTimer()
+		b.StopTimer()
+		for i := range b.N {
+			c := testenv.NewCluster(b, testenv.WithMaxLearners(3))
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			specs := make([]testenv.MemberSpec, n)
+			managers := make([]*etcdmember.Manager, n)
+			for j := range n {
+				var err error
+				specs[j], err = c.NewMemberSpec(fmt.Sprintf("n%d-%d", i, j))
+				require.NoError(b, err)
+				managers[j], err = etcdmember.New(c.Client())
+				require.NoError(b, err)
+			}
+			results := make([]etcdmember.JoinResult, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			b.StartTimer()
+			t0 := time.Now()
+			for j := range n {
+				wg.Go(func() {
+					results[j], errs[j] = managers[j].Join(ctx, specs[j].Name, []string{specs[j].PeerURL},
+						etcdmember.JoinOptions{Cleanup: true}, startFor(c, specs[j]))
+				})
+			}
+			wg.Wait()
+			walls = append(walls, time.Since(t0))
+			b.StopTimer()
+			cancel()
+			for j := range n {
+				require.NoError(b, errs[j])
+				starts += results[j].Starts
+			}
+			require.NoError(b, c.Close())
+		}
+		b.ReportMetric(ms(median(walls)), "wall-ms/op")
+		b.ReportMetric(float64(starts)/float64(b.N), "starts/op")
+	}
+	b.Run("single", func(b *testing.B) { run(b, 1) })
+	b.Run("three-concurrent", func(b *testing.B) { run(b, 3) })
 }
