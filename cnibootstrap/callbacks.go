@@ -32,11 +32,17 @@ type PanicError struct {
 }
 
 func (e *PanicError) Error() string {
+	if e == nil {
+		return "<nil>"
+	}
 	return fmt.Sprintf("%s panicked: %v", e.Callback, e.Value)
 }
 
 // Unwrap returns ErrCallbackPanicked, and the panic value if it is an error.
 func (e *PanicError) Unwrap() []error {
+	if e == nil {
+		return nil
+	}
 	if err, ok := e.Value.(error); ok {
 		return []error{ErrCallbackPanicked, err}
 	}

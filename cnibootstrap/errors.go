@@ -57,11 +57,19 @@ type ForbiddenError struct {
 }
 
 func (e *ForbiddenError) Error() string {
+	if e == nil {
+		return "<nil>"
+	}
 	return "the waiter may not " + e.request().String()
 }
 
 // Unwrap returns the apiserver's error.
-func (e *ForbiddenError) Unwrap() error { return e.Err }
+func (e *ForbiddenError) Unwrap() error {
+	if e == nil {
+		return nil
+	}
+	return e.Err
+}
 
 func (e *ForbiddenError) request() request {
 	return request{verb: e.Verb, gvr: schema.GroupVersionResource{Group: e.Group, Resource: e.Resource},
@@ -113,6 +121,9 @@ type UnmetError struct {
 }
 
 func (e *UnmetError) Error() string {
+	if e == nil {
+		return "<nil>"
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "cnibootstrap: %d of %d requirements not met", len(e.Unmet), e.Total)
 	if e.Err != nil {
@@ -132,6 +143,9 @@ func (e *UnmetError) Error() string {
 // Unwrap returns Err (when set) followed by the Err of every Unmet entry
 // that has one.
 func (e *UnmetError) Unwrap() []error {
+	if e == nil {
+		return nil
+	}
 	var errs []error
 	if e.Err != nil {
 		errs = append(errs, e.Err)
