@@ -1,13 +1,13 @@
 package readiness
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"k8s.io/client-go/rest"
 )
@@ -137,29 +137,61 @@ func (a *apiserverCheck) get(ctx context.Context, verbose bool) ([]byte, int, er
 	return body, code, err
 }
 
-// failingChecks parses healthz-style output: one line per check, "[+]name
-// ok" or "[-]name failed: reason", and returns the failing names.
+// Bounds on what failingChecks takes from a body, so that a broken or
+// hostile answer cannot make an error message of any size.
+const (
+	maxFailingChecks = 64
+	maxCheckNameLen  = 256
+)
+
+// failingChecks parses healthz-style output (GET /readyz?verbose): one
+// line per check, "[+]name ok" or "[-]name failed: reason withheld", and
+// returns the failing names, in order, at most maxFailingChecks of them.
+// A name is what follows "[-]" up to the first space; a name that is
+// empty, longer than maxCheckNameLen, not valid UTF-8 or not printable is
+// skipped. Lines may be of any length.
 func failingChecks(body []byte) []string {
 	var names []string
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "[-]")
+	for line := range bytes.Lines(body) {
+		rest, ok := bytes.CutPrefix(bytes.TrimSpace(line), []byte("[-]"))
 		if !ok {
 			continue
 		}
-		name, _, _ := strings.Cut(line, " ")
-		if name != "" {
-			names = append(names, name)
+		if i := bytes.IndexFunc(rest, unicode.IsSpace); i >= 0 {
+			rest = rest[:i]
+		}
+		if len(rest) == 0 || len(rest) > maxCheckNameLen || !utf8.Valid(rest) || bytes.ContainsFunc(rest, func(r rune) bool { return !unicode.IsPrint(r) }) {
+			continue
+		}
+		names = append(names, string(rest))
+		if len(names) == maxFailingChecks {
+			break
 		}
 	}
 	return names
 }
 
-// snippet returns the first line of b, at most n bytes of it.
+// snippet returns the first line of b, at most n bytes of it, cut at a
+// character boundary, with invalid UTF-8 and control characters replaced
+// by U+FFFD, so that it can go into a one-line error message.
 func snippet(b []byte, n int) string {
 	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	s = strings.TrimSpace(s)
+	cut := false
 	if len(s) > n {
-		s = s[:n] + "…"
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s, cut = s[:n], true
+	}
+	s = strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			return utf8.RuneError
+		}
+		return r
+	}, strings.ToValidUTF8(s, string(utf8.RuneError)))
+	if cut {
+		s += "…"
 	}
 	return s
 }

@@ -1,10 +1,13 @@
 package readiness_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,19 +31,24 @@ func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.next.RoundTrip(r)
 }
 
-// BenchmarkStaticPodReadyReaction measures the time from the UpdateStatus
-// that makes the mirror pod Ready on a real kube-apiserver to Wait
-// returning:
+// steadyWindow is how long each iteration of the reaction benchmark
+// counts the waiter's requests once its wait is in steady state.
+const steadyWindow = 10 * time.Second
+
+// BenchmarkStaticPodReadyReaction measures, on a real kube-apiserver, the
+// time from the UpdateStatus that makes the mirror pod Ready to Wait
+// returning, and the requests the waiting client sends while it waits:
 //
-//   - watch: StaticPodReady as is, with a 5 s backoff floor, so Wait
-//     reacts through its watch;
+//   - watch-default: StaticPodReady under Wait with default options, so
+//     Wait reacts through its watch and judges the pods its events carry;
 //   - poll-500ms: the same check with its watch hidden and a constant
 //     500 ms backoff, the way kubeadm polls.
 //
-// The update is made at a random point of the poller's 500 ms cycle, as it
-// would be for a waiter that has been waiting a while. ns/op counts only
-// the measured span; median-ms is its median, requests/wait the apiserver
-// requests the waiting client made per Wait.
+// Each iteration lets the wait settle (its watch is up, or the poller is
+// polling), then counts the requests of a steadyWindow (steady-req/min),
+// then makes the update at a random point of the poller's 500 ms cycle.
+// ns/op counts only the reaction span; median-ms is its median;
+// requests/wait all requests of one Wait, setup included.
 func BenchmarkStaticPodReadyReaction(b *testing.B) {
 	a := testenv.NewAPIServer(b)
 	ctx := testCtx(b)
@@ -62,14 +70,15 @@ func BenchmarkStaticPodReadyReaction(b *testing.B) {
 	for _, bc := range []struct {
 		name  string
 		check readiness.Check
-		floor time.Duration
+		opts  []readiness.Option
 	}{
-		{"watch", watched, 5 * time.Second},
-		{"poll-500ms", polled, 500 * time.Millisecond},
+		{"watch-default", watched, nil},
+		{"poll-500ms", polled, []readiness.Option{constant(500 * time.Millisecond)}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var spans []time.Duration
 			var perWait []int64
+			var perMinute []float64
 			b.StopTimer()
 			for i := range b.N {
 				if err := setPodStatus(ctx, admin, false); err != nil {
@@ -77,11 +86,11 @@ func BenchmarkStaticPodReadyReaction(b *testing.B) {
 				}
 				opt, attempts := observer()
 				requests.Store(0)
-				done := goWait(ctx, bc.check, opt, constant(bc.floor))
+				done := goWait(ctx, bc.check, append([]readiness.Option{opt}, bc.opts...)...)
 				awaitAttempt(b, attempts, done, "the pod is not ready", failsWith("condition Ready is False"))
 				if bc.check == watched {
 					// Let the watch get established: two label changes,
-					// each re-checked through it.
+					// each seen through it.
 					for j := range 2 {
 						patch := fmt.Sprintf(`{"metadata":{"labels":{"ping":"%d-%d"}}}`, i, j)
 						if _, err := admin.CoreV1().Pods(podNS).Patch(ctx, podName, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
@@ -90,6 +99,11 @@ func BenchmarkStaticPodReadyReaction(b *testing.B) {
 						awaitAttempt(b, attempts, done, "the ping is seen", failsWith("condition Ready is False"))
 					}
 				}
+				// Steady state: count the requests of a window.
+				before := requests.Load()
+				time.Sleep(steadyWindow)
+				perMinute = append(perMinute, float64(requests.Load()-before)*float64(time.Minute)/float64(steadyWindow))
+
 				// A random phase of the poller's cycle.
 				time.Sleep(rand.N(500 * time.Millisecond))
 				pod, err := admin.CoreV1().Pods(podNS).Get(ctx, podName, metav1.GetOptions{})
@@ -113,12 +127,90 @@ func BenchmarkStaticPodReadyReaction(b *testing.B) {
 				perWait = append(perWait, requests.Load())
 			}
 			slices.Sort(spans)
+			slices.Sort(perMinute)
 			b.ReportMetric(float64(spans[len(spans)/2].Microseconds())/1000, "median-ms")
+			b.ReportMetric(perMinute[len(perMinute)/2], "steady-req/min")
 			var total int64
 			for _, n := range perWait {
 				total += n
 			}
 			b.ReportMetric(float64(total)/float64(len(perWait)), "requests/wait")
 		})
+	}
+}
+
+// BenchmarkEtcdHealthyOneDown measures one EtcdHealthy check on a real
+// three-member etcd cluster with all members up, then with one stopped,
+// with and without WithMemberQuorum, side by side with an anchor that
+// does what the check did before it answered early (and what a
+// wait-for-every-endpoint probe does): Status of every endpoint through
+// clientv3 (which waits for a connection to a dead member until the
+// deadline), the read and the alarm list, all awaited, under the default
+// 5 s attempt timeout. median-ms is the median check latency;
+// x-all-up is its ratio to the same variant's all-up median.
+func BenchmarkEtcdHealthyOneDown(b *testing.B) {
+	c := testenv.NewCluster(b, testenv.WithMembers(3))
+	ctx := testCtx(b)
+	cli := c.Client()
+	anchor := readiness.CheckFunc(func(ctx context.Context) error {
+		var wg sync.WaitGroup
+		errs := make([]error, len(cli.Endpoints())+2)
+		for i, ep := range cli.Endpoints() {
+			wg.Go(func() { _, errs[i] = cli.Status(ctx, ep) })
+		}
+		wg.Go(func() { _, errs[len(errs)-2] = cli.Get(ctx, readiness.DefaultHealthKey) })
+		wg.Go(func() { _, errs[len(errs)-1] = cli.AlarmList(ctx) })
+		wg.Wait()
+		if errs[len(errs)-2] != nil {
+			return errs[len(errs)-2]
+		}
+		for _, err := range errs[:len(errs)-2] {
+			if err == nil {
+				return nil
+			}
+		}
+		return errors.New("no endpoint answered")
+	})
+	variants := []struct {
+		name  string
+		check readiness.Check
+	}{
+		{"EtcdHealthy", readiness.EtcdHealthy(cli)},
+		{"EtcdHealthy-quorum", readiness.EtcdHealthy(cli, readiness.WithMemberQuorum())},
+		{"anchor-await-all", anchor},
+	}
+	allUp := map[string]float64{}
+	for _, state := range []string{"all-up", "one-down"} {
+		if state == "one-down" {
+			if err := c.Member(1).Stop(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, v := range variants {
+			b.Run(state+"/"+v.name, func(b *testing.B) {
+				var spans []time.Duration
+				for range b.N {
+					actx, cancel := context.WithTimeout(ctx, readiness.DefaultAttemptTimeout)
+					start := time.Now()
+					err := v.check.Check(actx)
+					spans = append(spans, time.Since(start))
+					cancel()
+					if err != nil {
+						b.Fatalf("%s, %s: %v", state, v.name, err)
+					}
+				}
+				slices.Sort(spans)
+				median := float64(spans[len(spans)/2].Microseconds()) / 1000
+				b.ReportMetric(median, "median-ms")
+				if state == "all-up" {
+					allUp[v.name] = median
+				} else if up := allUp[v.name]; up > 0 {
+					b.ReportMetric(median/up, "x-all-up")
+				}
+			})
+		}
+	}
+	if err := c.Member(1).Restart(ctx); err != nil {
+		b.Fatal(err)
 	}
 }
