@@ -130,7 +130,9 @@ func TestTypedNilInputs(t *testing.T) {
 	_, err = cnibootstrap.New(good, []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: configMapGVR, Namespace: "ns", Object: "x", Condition: nil}})
 	require.NoError(t, err)
 	_, err = cnibootstrap.New(good, []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: configMapGVR, Namespace: "ns", Object: "x",
-		Condition: func(obj *unstructured.Unstructured) error { return errors.New(obj.Object["spec"].(map[string]any)["x"].(string)) }}})
+		Condition: func(obj *unstructured.Unstructured) error {
+			return errors.New(obj.Object["spec"].(map[string]any)["x"].(string))
+		}}})
 	requireInvalid(t, err, "Condition on an empty object: the Condition of configmaps/v1 ns/x panicked")
 	require.ErrorIs(t, err, cnibootstrap.ErrCallbackPanicked)
 

@@ -3,6 +3,7 @@ package cnibootstrap
 import (
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"strings"
 
@@ -97,8 +98,10 @@ func normalize(v any) (any, bool) {
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		return int64(rv.Uint()), rv.Uint() <= 1<<63-1
 	case reflect.Float32, reflect.Float64:
+		// Whole floats in int64's range (checked first: converting one
+		// outside it gives a platform-dependent value) compare as int64.
 		f := rv.Float()
-		if f == float64(int64(f)) {
+		if f >= -(1<<63) && f < 1<<63 && f == math.Trunc(f) {
 			return int64(f), true
 		}
 		return f, true
