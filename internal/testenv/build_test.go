@@ -21,9 +21,9 @@ func TestKubernetesVersionMatchesToolsModule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^require k8s\.io/kubernetes (v\S+)$`).FindSubmatch(mod)
+	m := regexp.MustCompile(`(?m)^(?:require)?\s+k8s\.io/kubernetes (v\S+)$`).FindSubmatch(mod)
 	if m == nil {
-		t.Fatalf("%s/go.mod does not require k8s.io/kubernetes on one line", dir)
+		t.Fatalf("%s/go.mod does not require k8s.io/kubernetes", dir)
 	}
 	if got := string(m[1]); got != KubernetesVersion {
 		t.Fatalf("apiserverbuild requires k8s.io/kubernetes %s, KubernetesVersion is %s", got, KubernetesVersion)
