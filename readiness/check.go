@@ -55,7 +55,8 @@ func (f CheckFunc) Check(ctx context.Context) error {
 // watches itself and return only when ctx ends (returning earlier just
 // leaves Wait polling). Wait cancels ctx and waits for Watch to return
 // before Wait itself returns, so no goroutine a Watch started may outlive
-// it.
+// it. If Watch panics, Wait recovers the panic and returns an error
+// wrapping ErrPanic.
 type Watcher interface {
 	Watch(ctx context.Context, changed func()) error
 }
@@ -151,7 +152,9 @@ func All(checks ...Check) Check {
 }
 
 // Any passes when at least one check passes. It runs them concurrently and
-// waits for all of them; when none passes, its error lists every failure
+// returns as soon as one passes, cancelling the context of the others and
+// waiting for them to return; when none passes, it has waited for all of
+// them, and its error lists every failure
 // ("none of 2 checks ready: ...") and is permanent only if every failure
 // is, or a sub-check panicked (its failure wraps ErrPanic). Any() with no
 // checks fails with a permanent ErrInvalid error, as does a nil check (a
@@ -205,10 +208,19 @@ func (c *composite) Check(ctx context.Context) error {
 		return invalid("Any: no checks")
 	}
 	errs := make([]error, len(c.checks))
+	// Any knows its answer at the first pass: the checks still running
+	// are cancelled (and awaited, so nothing outlives the call).
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	for i, ch := range c.checks {
 		wg.Go(func() {
-			guarded(c.part(i, ch), func() error { return ch.Check(ctx) }, func(err error) { errs[i] = err })
+			guarded(c.part(i, ch), func() error { return ch.Check(sctx) }, func(err error) {
+				errs[i] = err
+				if err == nil && !c.all {
+					cancel()
+				}
+			})
 		})
 	}
 	wg.Wait()
@@ -263,8 +275,11 @@ type watchingComposite struct{ *composite }
 // Watch runs the Watch of every sub-check that is a Watcher until ctx
 // ends, and returns when all of them have returned. If one panics, Watch
 // returns its error (wrapping ErrPanic) once the others have returned,
-// having cancelled them.
+// having cancelled them. A nil changed is a permanent ErrInvalid error.
 func (c *watchingComposite) Watch(ctx context.Context, changed func()) error {
+	if changed == nil {
+		return invalid("%s: Watch: nil changed func", c.kind())
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (

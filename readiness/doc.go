@@ -19,7 +19,9 @@
 //
 //   - EtcdHealthy: a leader exists, a linearizable read succeeds, no alarm
 //     is active; with WithMemberQuorum, a quorum of voting members answers
-//     Status, and the failure names those that do not.
+//     Status. The failure names every voting member that did not answer,
+//     with its URLs. It answers as soon as the answer is known: one dead
+//     member of three does not cost the attempt timeout.
 //   - APIServerReady: GET /readyz (with excluded checks); a failure names
 //     the failing checks ("[-]etcd"), and tells a credential or RBAC
 //     problem (ErrAccessDenied) and a dead server (ErrUnreachable) apart
@@ -27,7 +29,10 @@
 //   - StaticPodReady: the mirror pod exists, is not terminating, is Ready
 //     with all containers ready, and carries the expected config hash (or
 //     not the old one: WithHashChangedFrom). Event-driven: it watches the
-//     one pod.
+//     one pod and judges the pod each event carries, so a short NotReady
+//     between two events is seen, and the requests of a wait do not grow
+//     with its length: a GET before the watch is up, one list and one
+//     watch, and one more of each whenever the server ends the watch.
 //   - HTTPGet and TCPDial.
 //
 // Named, All (every failure listed) and Any compose them; CheckFunc adapts
@@ -38,11 +43,13 @@
 // Wait runs a check until it passes and stays passing (WithStability: "3
 // passes spanning at least 2 s"), with a capped, jittered exponential
 // backoff between failures (github.com/cenkalti/backoff/v4, replaceable
-// with WithBackoff). A check that implements Watcher wakes Wait as soon as
-// what it looks at changes, so Wait reacts in milliseconds and the backoff
-// is only the floor. Each attempt is bounded (WithAttemptTimeout); an
-// observer (WithObserver) sees every attempt, and a logr logger
-// (WithLogger) its progress. When the context ends, Wait returns a
+// with WithBackoff; no delay is shorter than MinDelay, so no policy makes
+// Wait spin). A check that implements Watcher wakes Wait as soon as what
+// it looks at changes, so Wait reacts in milliseconds and the backoff is
+// only the floor — by default capped at DefaultWatchMaxDelay (30 s) when
+// everything the check looks at is watched. Each attempt is bounded
+// (WithAttemptTimeout); an observer (WithObserver) sees every attempt,
+// and a logr logger (WithLogger) its progress. When the context ends, Wait returns a
 // *NotReadyError that wraps ctx.Err() and carries the last reason and the
 // attempt count. Gate turns a wait into the func(ctx) error gate that
 // package hooks takes.
@@ -80,6 +87,11 @@
 // Wait blocks and may be called concurrently; checks are safe for
 // concurrent use. Nothing Wait starts outlives it. Cancellation returns
 // promptly with an error wrapping ctx.Err(). Bad input (nil clients or
-// checks, empty names, malformed URLs, bad options) fails with a permanent
-// error wrapping ErrInvalid, never a panic.
+// checks, typed nils of any type included, empty names, malformed URLs,
+// addresses that can never be dialled, bad options) fails with a
+// permanent error wrapping ErrInvalid that names the argument, never a
+// panic. A panic in user code the package calls — a check, a Watcher, a
+// backoff policy, an observer, a clock, a logger, a client — is recovered
+// and fails the check with an error wrapping ErrPanic: Wait returns it,
+// and the process lives on.
 package readiness

@@ -120,7 +120,7 @@ func WithBackoff(newPolicy func() backoff.BackOff) Option {
 // While passing but not yet stable, Wait spaces the remaining passes
 // evenly over what is left of window; once the window is covered (or with
 // a zero window) it uses the backoff policy's delays, restarted at the
-// first pass. A Watcher's change signal re-checks at
+// first pass; never less than MinDelay. A Watcher's change signal re-checks at
 // once. The default is one pass and no window. passes must be at least 1
 // and window not negative.
 func WithStability(passes int, window time.Duration) Option {

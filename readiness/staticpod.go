@@ -71,9 +71,11 @@ func WithHashChangedFrom(old string) PodOption {
 // is seen (it fails one attempt and restarts WithStability's count)
 // rather than skipped by a later read. While that watch is established,
 // an attempt judges the pod as the watch last saw it and makes no
-// request: a wait costs one list and one watch, however long it lasts.
-// Before the watch is up, while it is re-established, and outside Wait,
-// each check is one GET. A broken watch is retried with a backoff capped
+// request, so the requests of a wait do not grow with its length: one
+// list and one watch, and one more of each whenever the server ends the
+// watch (kube-apiserver does every 30 to 60 minutes by default). Before
+// the watch is up, while it is re-established, and outside Wait, each
+// check is one GET. A broken watch is retried with a backoff capped
 // at 2 s (3 s with jitter), because the pod watched is often the
 // apiserver's own: after that apiserver restarts, the watch is back
 // within seconds, however long Wait's backoff floor (by default

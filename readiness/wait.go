@@ -15,19 +15,23 @@ import (
 // then returns nil.
 //
 // Between failing attempts it sleeps according to the backoff policy
-// (WithBackoff; by default exponential with jitter, 50 ms to 2 s). If
-// check implements Watcher, Wait watches it for as long as it waits and
-// re-checks at once on every change signal, so it reacts to events and
-// the backoff is only the floor. Every attempt is bounded by
-// WithAttemptTimeout.
+// (WithBackoff; by default exponential with jitter from 50 ms, capped at
+// 2 s, or at DefaultWatchMaxDelay when everything check looks at is
+// watched), never less than MinDelay. If check implements Watcher, Wait
+// watches it for as long as it waits and re-checks at once on every
+// change signal, so it reacts to events and the backoff is only the
+// floor. Every attempt is bounded by WithAttemptTimeout.
 //
 // When ctx ends first, Wait returns promptly with a *NotReadyError whose
 // Err is ctx.Err() (so errors.Is(err, context.DeadlineExceeded) works) and
 // which carries the check's name, the last not-ready reason and the number
 // of attempts. It returns a *NotReadyError too when the check returns a
 // permanent error (Err is that error) or the backoff policy gives up (Err
-// is ErrGaveUp). A nil ctx or check, or a bad option, gives an ErrInvalid
-// error before any attempt.
+// is ErrGaveUp), and when user code it runs panics — the check, its
+// Watch, the backoff policy, the observer, the clock, the logger — (Err
+// wraps ErrPanic and names what panicked; the panic goes no further). A
+// nil ctx or check (a typed nil too), or a bad option, gives an
+// ErrInvalid error naming the argument before any attempt.
 //
 // Wait runs the check from one goroutine at a time. Nothing Wait starts
 // outlives it: it cancels the Watcher's context and waits for Watch to

@@ -448,3 +448,24 @@ func TestWaitNonPositiveDelayDoesNotSpin(t *testing.T) {
 		})
 	}
 }
+
+// Any knows its answer at the first pass: it does not wait for a
+// sub-check that hangs (until its context ends), and that sub-check's
+// context is cancelled before Any returns. The context here ends only at
+// the test's guard.
+func TestAnyReturnsAtFirstPass(t *testing.T) {
+	ctx := testCtx(t)
+	cancelled := make(chan struct{})
+	hung := readiness.CheckFunc(func(ctx context.Context) error {
+		<-ctx.Done()
+		close(cancelled)
+		return ctx.Err()
+	})
+	ok := readiness.CheckFunc(func(context.Context) error { return nil })
+	require.NoError(t, readiness.Any(hung, ok).Check(ctx))
+	select {
+	case <-cancelled:
+	default:
+		t.Fatal("Any returned before the hung sub-check had returned")
+	}
+}
