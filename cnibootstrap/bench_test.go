@@ -205,6 +205,8 @@ func (c *counter) wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripper(func(req *http.Request) (*http.Response, error) {
 		kind := "other"
 		switch {
+		case req.URL.Path == "/version":
+			kind = "credcheck"
 		case req.Method == http.MethodGet && req.URL.Query().Get("watch") == "true":
 			kind = "watch"
 		case req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/subjectaccessreviews"):
@@ -266,6 +268,7 @@ func countOnce(b *testing.B, admin *rest.Config, reqs []cnibootstrap.Requirement
 		sum[fmt.Sprintf("waiter-req@%ds", sec)] += float64(ws["total"])
 		sum[fmt.Sprintf("waiter-listwatch@%ds", sec)] += float64(ws["get/list"] + ws["watch"])
 		sum[fmt.Sprintf("waiter-sar@%ds", sec)] += float64(ws["sar"])
+		sum[fmt.Sprintf("waiter-credcheck@%ds", sec)] += float64(ws["credcheck"])
 		sum[fmt.Sprintf("poll1s-req@%ds", sec)] += float64(ps["total"])
 	}
 	cancel()

@@ -72,9 +72,10 @@
 // not exist at all (its resource might come from an aggregated API
 // instead). While nothing changes the waiter's requests do not grow with
 // the wait: one list and one watch per object and per RBAC kind, and one
-// review per permission already granted; only denied reviews and objects
-// without a CRD add the floor's few requests (exponential from 250 ms,
-// then one per 30 s).
+// review per permission already granted; only denied reviews (only the
+// denied permissions are asked again), objects without a CRD and the
+// credential check (below) add the floor's few requests (exponential from
+// 250 ms, then one per 30 s).
 //
 // Errors on the waiter's own requests are classified in one place: a 401
 // ends Wait and Check at once with an error wrapping ErrUnauthorized (no
@@ -106,7 +107,9 @@
 //     default system:discovery ClusterRole grants every authenticated user.
 //   - ObjectExists{GVR: g, Namespace: n, Object: o}: list, watch on g's
 //     resource in g's group, resourceNames [o] (a Role in n is enough for a
-//     namespaced object). While the resource is not served: list, watch on
+//     namespaced object; with an empty Namespace on a namespaced resource,
+//     "any namespace", the list and watch span all namespaces, so a
+//     ClusterRole is needed). While the resource is not served: list, watch on
 //     customresourcedefinitions, resourceNames [<resource>.<group>];
 //     without it the waiter retries the object on the backoff floor.
 //   - ClusterRoleExists{Role: r}: list, watch on clusterroles (group

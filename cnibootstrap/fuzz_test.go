@@ -147,7 +147,7 @@ func FuzzRequirementStrings(f *testing.F) {
 				}
 				continue
 			}
-			if w == nil || r.Name() == "" || r.Name() != r.Name() {
+			if n1, n2 := r.Name(), r.Name(); w == nil || n1 == "" || n1 != n2 {
 				t.Fatalf("New(%#v) accepted a requirement without a stable name", r)
 			}
 		}
