@@ -24,7 +24,9 @@
 //     the set is pushed, not polled; polling with backoff is only how they
 //     come back after etcd was unavailable.
 //   - "Not yet set" is a waiting state (WaitForAddresses waits through it)
-//     and is never logged as an error.
+//     and is never logged as an error. It is observable: Watcher.State
+//     says whether the source is "not yet set" right now and why, so a
+//     node agent can report "waiting: apiserver addresses not yet set".
 //   - A non-empty set is never replaced by an empty one because of a
 //     failure, a restart or a re-list; an empty set is delivered only by
 //     EtcdPrefix, when the keys were seen to go away, and optionally only
@@ -37,8 +39,14 @@
 //     one update; additions are delivered at once. Sets are sorted,
 //     de-duplicated and delivered only when they changed.
 //   - Garbage in etcd (bad JSON, bad addresses) is skipped and reported by
-//     key (WithErrorHandler, and the logger); it never crashes the watcher
-//     nor erases the good addresses.
+//     key (WithErrorHandler, and the logger), once per value however many
+//     bad entries it has and however often it is re-listed; it never
+//     crashes the watcher nor erases the good addresses.
+//   - The host process is never put at risk: bad input, typed nils
+//     included, is an error wrapping ErrInvalidInput at the call; a panic in
+//     code the caller supplied (error handler, logger sink, backoff policy,
+//     client implementations) is recovered and reported as a *PanicError;
+//     retry delays are never shorter than MinRetryDelay.
 //
 // # Use
 //
@@ -53,7 +61,8 @@
 //	w, err := apiserverdisco.NewWatcher(ctx, apiserverdisco.EtcdPrefix(etcdClient, ""))
 //	if err != nil { ... }
 //	defer w.Close()
-//	addrs, err := w.WaitForAddresses(ctx, 1) // waits through "not yet set"
+//	addrs, err := w.WaitForAddresses(ctx, 1) // waits through "not yet set";
+//	                                          // w.State() says why meanwhile
 //	for {
 //		snap, err := w.Next(ctx) // each time the set changes
 //		if err != nil { ... }

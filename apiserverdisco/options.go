@@ -29,10 +29,6 @@ const (
 // delivered at most maxDelayFactor × the debounce after it first changed.
 const maxDelayFactor = 5
 
-// stopDelay is the wait used when a caller's backoff policy returns
-// backoff.Stop: the loops in this package never give up on their own.
-const stopDelay = 30 * time.Second
-
 // Option configures Publish or NewWatcher. Some options apply to only one
 // of them (said in their comments); passing one to the other is an error.
 // Every error about an option wraps ErrInvalidInput.
@@ -43,7 +39,10 @@ type scope int
 const (
 	forPublish scope = 1 << iota
 	forWatch
+	forLegacyWriter
 )
+
+var scopeNames = map[scope]string{forPublish: "Publish", forWatch: "NewWatcher", forLegacyWriter: "StartLegacyKeyWriter"}
 
 type options struct {
 	prefix         string
@@ -54,6 +53,7 @@ type options struct {
 	onError        func(error)
 	newBackoff     func() backoff.BackOff
 	logger         *logr.Logger
+	rep            *reporter // built from onError and the logger
 
 	misplaced []string // options given to the call they do not apply to
 	call      scope
@@ -65,6 +65,9 @@ func (o *options) only(s scope, name string) {
 	}
 }
 
+// buildOptions applies opts for call, and returns the options and the
+// package's logger, wrapped so that a panicking sink is recovered (see
+// reporter). ctx must not be nil.
 func buildOptions(ctx context.Context, call scope, opts []Option) (options, logr.Logger, error) {
 	o := options{
 		prefix:         DefaultPrefix,
@@ -74,23 +77,37 @@ func buildOptions(ctx context.Context, call scope, opts []Option) (options, logr
 		newBackoff:     defaultBackoff,
 		call:           call,
 	}
-	for _, opt := range opts {
+	for i, opt := range opts {
 		if opt == nil {
-			return o, logr.Discard(), invalidInput("apiserverdisco: nil Option")
+			return o, logr.Discard(), invalidInput("apiserverdisco: %s: option %d is a nil Option", scopeNames[call], i)
 		}
 		if err := opt(&o); err != nil {
 			return o, logr.Discard(), err
 		}
 	}
 	if len(o.misplaced) > 0 {
-		what := map[scope]string{forPublish: "NewWatcher", forWatch: "Publish"}[call]
-		return o, logr.Discard(), invalidInput("apiserverdisco: %s does not apply to %s", strings.Join(o.misplaced, ", "), what)
+		return o, logr.Discard(), invalidInput("apiserverdisco: %s does not apply to %s", strings.Join(o.misplaced, ", "), scopeNames[call])
 	}
 	log := logr.FromContextOrDiscard(ctx)
 	if o.logger != nil {
 		log = *o.logger
 	}
-	return o, log.WithName("apiserverdisco"), nil
+	if s := log.GetSink(); s != nil && isNil(s) {
+		// A typed-nil sink in the context's logger: not the caller's
+		// argument, so log nothing rather than refuse.
+		log = logr.Discard()
+	}
+	o.rep = newReporter(o.onError, log.WithName("apiserverdisco"))
+	return o, o.rep.log, nil
+}
+
+// checkContext refuses a nil context (or an interface holding a nil
+// pointer), which would panic on first use.
+func checkContext(ctx context.Context, call string) error {
+	if isNil(ctx) {
+		return invalidInput("apiserverdisco: %s: ctx is a nil context.Context (%T)", call, ctx)
+	}
+	return nil
 }
 
 // WithPrefix sets the etcd prefix Publish writes under (default
@@ -168,14 +185,17 @@ func WithEmptyHoldDown(d time.Duration) Option {
 	}
 }
 
-// WithErrorHandler has the Watcher call f with every problem it meets and
-// gets past: a *MalformedValueError for a value it skipped, or a failed
-// list or watch it will retry. Calls come from the Watcher's own
-// goroutines, one at a time; f must return quickly and must not call the
-// Watcher's Close. The errors are logged as well. NewWatcher only.
+// WithErrorHandler has a Watcher, Registration or LegacyKeyWriter call f
+// with every problem it meets and gets past: a *MalformedValueError for a
+// value it skipped, a failed request it will retry, or a *PanicError for
+// code of the caller's that panicked and was recovered (a logger's sink, a
+// backoff policy, a client implementation). Calls come from the
+// component's own goroutines, one at a time; f must return quickly and
+// must not call the component's Close. A panic in f is recovered and
+// logged. The errors are logged as well. For Publish, NewWatcher and
+// StartLegacyKeyWriter.
 func WithErrorHandler(f func(error)) Option {
 	return func(o *options) error {
-		o.only(forWatch, "WithErrorHandler")
 		if f == nil {
 			return invalidInput("apiserverdisco: WithErrorHandler(nil)")
 		}
@@ -186,10 +206,15 @@ func WithErrorHandler(f func(error)) Option {
 
 // WithBackoff sets the retry policy: newBackoff is called for a fresh
 // policy each time a loop starts retrying (a Watcher after a failed list or
-// watch, a Registration after losing its lease). The default is
-// exponential from 250ms, factor 2, ±50% jitter, capped at 30s, never
-// giving up. A policy that returns backoff.Stop means "wait 30s": the loops
-// never give up on their own. For Publish and NewWatcher.
+// watch, a Registration after losing its lease, a LegacyKeyWriter after a
+// failed write). The default is exponential from 250ms, factor 2, ±50%
+// jitter, capped at 30s, never giving up. A policy that returns
+// backoff.Stop means "wait 30s": the loops never give up on their own. A
+// delay under MinRetryDelay (zero, or negative other than backoff.Stop) is
+// raised to MinRetryDelay. A factory or policy that panics, or a factory
+// that returns nil, is reported (a *PanicError, see WithErrorHandler) and
+// replaced by the default policy for that retry sequence. For Publish,
+// NewWatcher and StartLegacyKeyWriter.
 func WithBackoff(newBackoff func() backoff.BackOff) Option {
 	return func(o *options) error {
 		if newBackoff == nil {
@@ -201,9 +226,16 @@ func WithBackoff(newBackoff func() backoff.BackOff) Option {
 }
 
 // WithLogger sets the logger (default: logr.FromContextOrDiscard of the
-// context given to Publish or NewWatcher). For Publish and NewWatcher.
+// context given to Publish, NewWatcher or StartLegacyKeyWriter). A panic
+// in its sink is recovered and passed to the WithErrorHandler function. A
+// Logger whose sink is a typed nil is an error. The EndpointSlices source
+// also hands it to its client-go informer. For Publish, NewWatcher and
+// StartLegacyKeyWriter.
 func WithLogger(l logr.Logger) Option {
 	return func(o *options) error {
+		if s := l.GetSink(); s != nil && isNil(s) {
+			return invalidInput("apiserverdisco: WithLogger: the Logger's sink is a nil %T", s)
+		}
 		o.logger = &l
 		return nil
 	}
@@ -211,7 +243,8 @@ func WithLogger(l logr.Logger) Option {
 
 // WithRequestTimeout bounds each single etcd request (default
 // DefaultRequestTimeout), including the key deletion in
-// Registration.Close. It must be positive. For Publish and NewWatcher.
+// Registration.Close. It must be positive. For Publish, NewWatcher and
+// StartLegacyKeyWriter.
 func WithRequestTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {
@@ -219,37 +252,5 @@ func WithRequestTimeout(d time.Duration) Option {
 		}
 		o.requestTimeout = d
 		return nil
-	}
-}
-
-func defaultBackoff() backoff.BackOff {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 250 * time.Millisecond
-	b.Multiplier = 2
-	b.RandomizationFactor = 0.5
-	b.MaxInterval = 30 * time.Second
-	b.MaxElapsedTime = 0
-	b.Reset()
-	return b
-}
-
-// nextDelay returns the policy's next delay, treating Stop as stopDelay.
-func nextDelay(b backoff.BackOff) time.Duration {
-	d := b.NextBackOff()
-	if d == backoff.Stop || d < 0 {
-		return stopDelay
-	}
-	return d
-}
-
-// sleepCtx waits for d or until ctx ends, reporting which.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }

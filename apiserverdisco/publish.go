@@ -2,6 +2,7 @@ package apiserverdisco
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -45,7 +46,8 @@ type Registration struct {
 // Publish validates id and address, then puts the key <prefix><id> with the
 // value {"version":1,"address":"<address>"} under a new lease of the
 // configured TTL, and returns once that put has succeeded. Options:
-// WithPrefix, WithTTL, WithBackoff, WithLogger, WithRequestTimeout.
+// WithPrefix, WithTTL, WithBackoff, WithErrorHandler, WithLogger,
+// WithRequestTimeout.
 //
 // ctx bounds the whole life of the registration, not only this call: when
 // it ends, the keepalive stops and the key expires with its lease within
@@ -55,10 +57,19 @@ type Registration struct {
 // The address must be "host:port" with a port in 1-65535, IPv6 hosts in
 // brackets ("[2001:db8::1]:6443"); it is stored in canonical form. The ID
 // is the key's last element (a node name): non-empty, no '/', no spaces.
-// Bad input (these, a nil client, a bad option) returns an error wrapping
-// ErrInvalidInput, and ErrInvalidAddress or ErrInvalidID where one of
-// those is the reason, before anything is written; a failed first grant or put returns the etcd
-// error, naming the key.
+// Bad input (these, a nil ctx, a nil client or one not made by
+// clientv3.New, a bad option) returns an error wrapping ErrInvalidInput
+// and naming the argument, and ErrInvalidAddress or ErrInvalidID where
+// one of those is the reason, before anything is written; a failed first
+// grant or put returns the etcd error, naming the key.
+//
+// Failures met later (a re-publish that fails and is retried) and panics
+// recovered in code of the caller's (the backoff policy, the logger's
+// sink, the client's KV, Lease or Watcher implementation) are logged and
+// passed to the WithErrorHandler function. A panic in the client while
+// publishing again is retried like a failed request; one while holding
+// the key (keepalive, watch) stops the registration, and Err returns the
+// *PanicError.
 //
 // Two Registrations with the same ID do not fight: the last Publish wins,
 // and the other one keeps its lease, stands by, and publishes again when
@@ -69,8 +80,11 @@ type Registration struct {
 // its lease never takes the key from the active publisher, and when the
 // key goes away only one standby takes it.
 func Publish(ctx context.Context, client *clientv3.Client, id, address string, opts ...Option) (*Registration, error) {
-	if client == nil {
-		return nil, invalidInput("apiserverdisco: Publish: nil etcd client")
+	if err := checkContext(ctx, "Publish"); err != nil {
+		return nil, err
+	}
+	if err := checkEtcdClient(client, "Publish", true); err != nil {
+		return nil, err
 	}
 	o, log, err := buildOptions(ctx, forPublish, opts)
 	if err != nil {
@@ -106,17 +120,32 @@ func Publish(ctx context.Context, client *clientv3.Client, id, address string, o
 }
 
 // Key returns the etcd key the registration owns. It does not block.
-func (r *Registration) Key() string { return r.key }
+// On a nil Registration it returns "".
+func (r *Registration) Key() string {
+	if r == nil {
+		return ""
+	}
+	return r.key
+}
 
 // Address returns the published address in canonical form. It does not
-// block.
-func (r *Registration) Address() string { return r.address }
+// block. On a nil Registration it returns "".
+func (r *Registration) Address() string {
+	if r == nil {
+		return ""
+	}
+	return r.address
+}
 
 // Lease returns the lease the registration currently holds: the one its
 // key is attached to, unless it stands by because another Registration
 // with the same ID holds the key. It changes when the registration
-// publishes again after losing its lease. It does not block.
+// publishes again after losing its lease. It does not block. On a nil
+// Registration it returns 0.
 func (r *Registration) Lease() clientv3.LeaseID {
+	if r.invalid() {
+		return 0
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.lease
@@ -125,13 +154,29 @@ func (r *Registration) Lease() clientv3.LeaseID {
 // Done returns a channel that is closed when the registration has stopped
 // keeping its key alive: its context ended, Close was called, or the etcd
 // client was closed. Unlike concurrency.Session.Done, it is not closed when
-// a lease is lost, because the registration then re-publishes.
-func (r *Registration) Done() <-chan struct{} { return r.done }
+// a lease is lost, because the registration then re-publishes. For a nil
+// Registration it returns a closed channel.
+func (r *Registration) Done() <-chan struct{} {
+	if r.invalid() {
+		return closedChan
+	}
+	return r.done
+}
+
+// invalid reports a nil or zero Registration (not made by Publish).
+func (r *Registration) invalid() bool { return r == nil || r.done == nil }
+
+var errNotARegistration = invalidInput("apiserverdisco: the Registration is nil or was not made by Publish")
 
 // Err returns nil while the registration is live, and after Done is closed
 // the reason it stopped: ErrClosed after Close, the context's cause, or an
-// error saying the etcd client was closed. It does not block.
+// error saying the etcd client was closed, or a *PanicError. It does not
+// block. For a nil Registration it returns an error wrapping
+// ErrInvalidInput.
 func (r *Registration) Err() error {
+	if r.invalid() {
+		return errNotARegistration
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.err
@@ -143,29 +188,38 @@ func (r *Registration) Err() error {
 // and revokes the lease. The cleanup runs under a fresh context bounded by
 // the request timeout, so it works after the Publish context has ended.
 // Close is safe to call more than once and from several goroutines; later
-// calls return the first call's result. The error names the key.
+// calls return the first call's result. The error names the key. On a nil
+// Registration it returns an error wrapping ErrInvalidInput.
 func (r *Registration) Close() error {
+	if r.invalid() {
+		return errNotARegistration
+	}
 	r.closeOnce.Do(func() {
 		r.cancel(ErrClosed)
 		<-r.done
-		ctx, cancel := context.WithTimeout(r.cleanup, r.o.requestTimeout)
-		defer cancel()
-		lease := r.Lease()
-		_, err := r.client.Txn(ctx).
-			If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", lease)).
-			Then(clientv3.OpDelete(r.key)).
-			Commit()
-		if err != nil {
-			r.closeErr = fmt.Errorf("apiserverdisco: close: delete key %q: %w", r.key, err)
-			return
-		}
-		if _, err := r.client.Revoke(ctx, lease); err != nil && !isLeaseNotFound(err) {
-			r.closeErr = fmt.Errorf("apiserverdisco: close: revoke lease %x of key %q: %w", lease, r.key, err)
-			return
-		}
-		r.log.V(1).Info("unpublished")
+		r.closeErr = protect("the etcd client (close)", r.unpublish)
 	})
 	return r.closeErr
+}
+
+// unpublish deletes the key if it is still attached to the registration's
+// lease, and revokes the lease, under a fresh bounded context.
+func (r *Registration) unpublish() error {
+	ctx, cancel := context.WithTimeout(r.cleanup, r.o.requestTimeout)
+	defer cancel()
+	lease := r.Lease()
+	_, err := r.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(r.key), "=", lease)).
+		Then(clientv3.OpDelete(r.key)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("apiserverdisco: close: delete key %q: %w", r.key, err)
+	}
+	if _, err := r.client.Revoke(ctx, lease); err != nil && !isLeaseNotFound(err) {
+		return fmt.Errorf("apiserverdisco: close: revoke lease %x of key %q: %w", lease, r.key, err)
+	}
+	r.log.V(1).Info("unpublished")
+	return nil
 }
 
 // put grants a lease and puts the key under it, within one request
@@ -177,8 +231,17 @@ func (r *Registration) Close() error {
 // deleted) it puts, in one transaction, only if the key is missing or
 // still attached to from; if another lease holds it, the new lease is
 // kept without the key and held is false: the registration stands by.
-// On failure it revokes the lease it may have granted.
+// On failure it revokes the lease it may have granted. A panic in the
+// client is returned as a *PanicError.
 func (r *Registration) put(ctx context.Context, from clientv3.LeaseID) (lease clientv3.LeaseID, rev int64, held bool, err error) {
+	err = protect("the etcd client (publish)", func() (err error) {
+		lease, rev, held, err = r.putOnce(ctx, from)
+		return err
+	})
+	return lease, rev, held, err
+}
+
+func (r *Registration) putOnce(ctx context.Context, from clientv3.LeaseID) (lease clientv3.LeaseID, rev int64, held bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.requestTimeout)
 	defer cancel()
 	ttl := int64((r.o.ttl + time.Second - 1) / time.Second)
@@ -217,9 +280,21 @@ func (r *Registration) revoke(id clientv3.LeaseID) {
 }
 
 // run holds the key and publishes it again whenever it is lost, until ctx
-// ends or the client is closed.
+// ends or the client is closed. A panic (in the client's implementation)
+// stops the registration with a *PanicError.
 func (r *Registration) run(ctx context.Context, rev int64) {
 	defer close(r.done)
+	defer func() {
+		if v := recover(); v != nil {
+			pe := newPanicError("the etcd client (keep the key alive)", v)
+			r.o.rep.panicked(pe)
+			r.mu.Lock()
+			if r.err == nil {
+				r.err = pe
+			}
+			r.mu.Unlock()
+		}
+	}()
 	lease := r.Lease()
 	for {
 		reason := r.hold(ctx, lease, rev)
@@ -254,7 +329,7 @@ func (r *Registration) hold(ctx context.Context, lease clientv3.LeaseID, rev int
 		return r.client.Watch(clientv3.WithRequireLeader(ctx), r.key, clientv3.WithRev(rev+1))
 	}
 	wch := watch()
-	b := r.o.newBackoff()
+	b := newRetrier(r.o.newBackoff, r.o.rep.panicked)
 	var retry *time.Timer
 	var retryC <-chan time.Time
 	defer func() {
@@ -263,7 +338,7 @@ func (r *Registration) hold(ctx context.Context, lease clientv3.LeaseID, rev int
 		}
 	}()
 	later := func() {
-		retry = time.NewTimer(nextDelay(b))
+		retry = time.NewTimer(b.next())
 		retryC = retry.C
 	}
 	for {
@@ -312,7 +387,7 @@ func (r *Registration) hold(ctx context.Context, lease clientv3.LeaseID, rev int
 // by on the new lease: once at once, then with backoff, until it succeeds
 // (true) or the registration stops (false).
 func (r *Registration) republish(ctx context.Context, from clientv3.LeaseID) (clientv3.LeaseID, int64, bool) {
-	b := r.o.newBackoff()
+	b := newRetrier(r.o.newBackoff, r.o.rep.panicked)
 	for {
 		lease, rev, held, err := r.put(ctx, from)
 		if err == nil {
@@ -329,12 +404,16 @@ func (r *Registration) republish(ctx context.Context, from clientv3.LeaseID) (cl
 		if r.stopped(ctx) {
 			return 0, 0, false
 		}
-		d := nextDelay(b)
-		if classify(err) == denied {
+		d := b.next()
+		switch {
+		case errors.Is(err, ErrCallbackPanicked):
+			r.log.Error(err, "recovered a panic in code supplied by the caller; retrying", "retryIn", d.String())
+		case classify(err) == denied:
 			r.log.Error(err, "publishing again was refused; retrying", "retryIn", d.String())
-		} else {
+		default:
 			r.log.Info("publishing again failed; retrying", "error", err.Error(), "retryIn", d.String())
 		}
+		r.o.rep.handle(err)
 		if sleepCtx(ctx, d) != nil {
 			r.stopped(ctx)
 			return 0, 0, false

@@ -2,9 +2,10 @@ package apiserverdisco
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/go-logr/logr"
 )
 
@@ -29,41 +30,36 @@ func (s Source) String() string {
 	return s.name
 }
 
-// sink is what a running source reports to. set and notYetSet are
+// sink is what a running source reports to. Its methods are
 // goroutine-safe; the Watcher's loop takes the latest set.
 type sink struct {
-	log logr.Logger
-	o   *options
-
-	errMu sync.Mutex // serializes calls of o.onError
+	name string // the source's name, for State.Reason
+	log  logr.Logger
+	rep  *reporter
+	o    *options
 
 	mu     sync.Mutex
 	latest []string
 	has    bool
 	notify chan struct{} // capacity 1: "latest has changed"
+
+	stateMu sync.Mutex
+	state   State // without Snapshot
 }
 
-func newSink(o *options, log logr.Logger) *sink {
-	return &sink{log: log, o: o, notify: make(chan struct{}, 1)}
+func newSink(name string, o *options, log logr.Logger) *sink {
+	return &sink{name: name, log: log, rep: o.rep, o: o, notify: make(chan struct{}, 1),
+		state: State{NotYetSet: true, Reason: name + ": not read yet", Since: time.Now()}}
 }
 
-func (s *sink) newBackoff() backoff.BackOff { return s.o.newBackoff() }
-
-// report passes err to the error handler, one call at a time: a source
-// may report from more than one goroutine (an informer's handlers and its
-// reflector).
-func (s *sink) report(err error) {
-	if s.o.onError == nil {
-		return
-	}
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	s.o.onError(err)
-}
+// newRetrier starts a retry sequence of the caller's policy; its panics
+// are reported.
+func (s *sink) newRetrier() *retrier { return newRetrier(s.o.newBackoff, s.rep.panicked) }
 
 // set reports the source's current full set. An empty set means "every
 // key is gone, as observed"; use notYetSet when the source does not know.
 func (s *sink) set(addrs []string) {
+	s.setState(false, "", nil)
 	s.mu.Lock()
 	s.latest, s.has = addrs, true
 	s.mu.Unlock()
@@ -82,25 +78,48 @@ func (s *sink) take() ([]string, bool) {
 	return addrs, ok
 }
 
-// notYetSet records that the source has no set to offer (no keys, an empty
-// legacy value): the Watcher keeps what it has. It is a normal waiting
-// state and only logged at debug verbosity.
+// notYetSet records that the source read successfully and has no set to
+// offer (no keys, an empty legacy value): the Watcher keeps what it has,
+// and State says why. It is a normal waiting state and only logged at
+// debug verbosity.
 func (s *sink) notYetSet(reason string) {
+	s.setState(true, s.name+": "+reason, nil)
 	s.log.V(1).Info("addresses not yet set; keeping the last good set", "reason", reason)
+}
+
+func (s *sink) setState(notYet bool, reason string, lastErr error) {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	if notYet != s.state.NotYetSet {
+		s.state.Since = time.Now()
+	}
+	s.state.NotYetSet, s.state.Reason, s.state.LastError = notYet, reason, lastErr
+}
+
+// current returns the source's state (without Snapshot).
+func (s *sink) current() State {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	return s.state
 }
 
 // malformed reports a skipped value.
 func (s *sink) malformed(err *MalformedValueError) {
-	s.log.Error(err, "skipping a malformed address value", "key", err.Key)
-	s.report(err)
+	s.rep.problem(err, "skipping a malformed address value", "key", err.Key)
 }
 
 // failed reports a failed request that will be retried after retryIn.
 func (s *sink) failed(err error, class errorClass, retryIn string) {
-	if class == denied {
+	s.stateMu.Lock()
+	s.state.LastError = err
+	s.stateMu.Unlock()
+	switch {
+	case errors.Is(err, ErrCallbackPanicked):
+		s.log.Error(err, "recovered a panic in code supplied by the caller; retrying", "retryIn", retryIn)
+	case class == denied:
 		s.log.Error(err, "permission denied; retrying", "retryIn", retryIn)
-	} else {
+	default:
 		s.log.Info("request failed; retrying", "error", err.Error(), "retryIn", retryIn)
 	}
-	s.report(err)
+	s.rep.handle(err)
 }

@@ -9,10 +9,13 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/go-logr/logr"
+
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
@@ -41,10 +44,20 @@ const (
 //
 // It needs list and watch on endpointslices.discovery.k8s.io in namespace
 // default (see the package documentation).
+//
+// A nil client, or an interface holding a nil pointer (a nil
+// *kubernetes.Clientset, a nil *fake.Clientset), makes NewWatcher return
+// an error wrapping ErrInvalidInput. A panic in the client's List or
+// Watch, or in the watch it returns, is recovered in the informer's
+// goroutines, reported as a *PanicError (WithErrorHandler, the logger)
+// and retried with the informer's backoff.
 func EndpointSlices(client kubernetes.Interface) Source {
 	name := fmt.Sprintf("EndpointSlices of service %s/%s", kubernetesNamespace, kubernetesService)
-	if client == nil {
-		return Source{name: name, err: invalidInput("apiserverdisco: %s: nil Kubernetes client", name)}
+	switch {
+	case client == nil:
+		return Source{name: name, err: invalidInput("apiserverdisco: EndpointSlices: client is a nil Kubernetes client")}
+	case isNil(client):
+		return Source{name: name, err: invalidInput("apiserverdisco: EndpointSlices: client is a nil Kubernetes client (a nil %T)", client)}
 	}
 	return Source{name: name, run: func(ctx context.Context, s *sink) error {
 		return runSliceSource(ctx, client, s)
@@ -52,10 +65,13 @@ func EndpointSlices(client kubernetes.Interface) Source {
 }
 
 func runSliceSource(ctx context.Context, client kubernetes.Interface, s *sink) error {
-	inf := discoveryinformers.NewFilteredEndpointSliceInformer(client, kubernetesNamespace, 0, cache.Indexers{},
-		func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelServiceName + "=" + kubernetesService })
+	// client-go's goroutines log through the context's logger: give them
+	// the package's, whose sink cannot panic.
+	ctx = logr.NewContext(ctx, s.log.WithName("informer"))
+	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(sliceListWatch(client, s), client),
+		&discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
 	if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !errors.Is(err, ErrCallbackPanicked) { // those were reported already
 			class := transient
 			if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
 				class = denied
@@ -90,6 +106,88 @@ func runSliceSource(ctx context.Context, client kubernetes.Interface, s *sink) e
 	return nil
 }
 
+// sliceListWatch lists and watches the "kubernetes" Service's slices
+// through client, turning a panic in the client, or in the watch it
+// returns, into an error (the reflector reports it through the watch error
+// handler and retries with its backoff). The ListFunc and WatchFunc fields
+// are set too, for the client-go versions whose reflector calls them.
+func sliceListWatch(client kubernetes.Interface, s *sink) *cache.ListWatch {
+	tweak := func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelServiceName + "=" + kubernetesService }
+	list := func(ctx context.Context, o metav1.ListOptions) (obj runtime.Object, err error) {
+		tweak(&o)
+		err = protect("the Kubernetes client (list EndpointSlices)", func() (err error) {
+			obj, err = client.DiscoveryV1().EndpointSlices(kubernetesNamespace).List(ctx, o)
+			return err
+		})
+		reportPanic(err, s)
+		return obj, err
+	}
+	watchFn := func(ctx context.Context, o metav1.ListOptions) (w watch.Interface, err error) {
+		tweak(&o)
+		err = protect("the Kubernetes client (watch EndpointSlices)", func() (err error) {
+			w, err = client.DiscoveryV1().EndpointSlices(kubernetesNamespace).Watch(ctx, o)
+			return err
+		})
+		if err == nil && isNil(w) {
+			err = newPanicError("the Kubernetes client (watch EndpointSlices)", nilResult("returned a nil watch and no error"))
+		}
+		if err != nil {
+			reportPanic(err, s)
+			return nil, err
+		}
+		return &safeWatch{w: w, s: s}, nil
+	}
+	return &cache.ListWatch{
+		ListWithContextFunc:  list,
+		WatchFuncWithContext: watchFn,
+		ListFunc: func(o metav1.ListOptions) (runtime.Object, error) {
+			return list(context.Background(), o)
+		},
+		WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) {
+			return watchFn(context.Background(), o)
+		},
+	}
+}
+
+// reportPanic reports err if it is a recovered panic, at once: client-go
+// does not pass every list or watch error to the watch error handler (a
+// failed watch-list request falls back to a list silently), and that
+// handler skips them.
+func reportPanic(err error, s *sink) {
+	if errors.Is(err, ErrCallbackPanicked) {
+		s.rep.panicked(err)
+	}
+}
+
+// safeWatch is a watch.Interface of the caller's client, run under
+// recover: a panicking ResultChan reads as a closed watch (the reflector
+// lists again), a panicking Stop as stopped; both are reported.
+type safeWatch struct {
+	w watch.Interface
+	s *sink
+}
+
+func (sw *safeWatch) Stop() {
+	if err := protect("the Kubernetes client's watch (Stop)", func() error { sw.w.Stop(); return nil }); err != nil {
+		sw.s.rep.panicked(err)
+	}
+}
+
+func (sw *safeWatch) ResultChan() <-chan watch.Event {
+	var ch <-chan watch.Event
+	err := protect("the Kubernetes client's watch (ResultChan)", func() error { ch = sw.w.ResultChan(); return nil })
+	if err == nil && ch == nil {
+		err = newPanicError("the Kubernetes client's watch (ResultChan)", nilResult("returned a nil channel"))
+	}
+	if err != nil {
+		sw.s.rep.panicked(err)
+		closed := make(chan watch.Event)
+		close(closed)
+		return closed
+	}
+	return ch
+}
+
 // sliceReader turns the cached slices into a set, reporting each malformed
 // slice once per resourceVersion.
 type sliceReader struct {
@@ -114,28 +212,35 @@ func (r *sliceReader) emit(list func() []any, s *sink) {
 			continue
 		}
 		key := "EndpointSlice " + es.Namespace + "/" + es.Name
-		report := func(value string, err error) {
-			if r.reported[es.Name] != es.ResourceVersion {
-				s.malformed(newMalformed(key, []byte(value), err))
-			}
-		}
+		var bad *MalformedValueError
 		port, err := slicePort(es)
 		if err != nil {
-			report("", err)
+			bad = newMalformed(key, nil, err)
 		} else {
+			var b badEntries
+			total := 0
 			for _, ep := range es.Endpoints {
 				if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
 					continue
 				}
 				for _, a := range ep.Addresses {
+					total++
 					addr, err := normalizeAddress(net.JoinHostPort(a, port))
 					if err != nil {
-						report(a, err)
+						b.add(a, err)
 						continue
 					}
 					addrs = append(addrs, addr)
 				}
 			}
+			if bad = b.malformed(key, "", total); bad != nil {
+				bad.Value = bad.Entries[0]
+			}
+		}
+		// One report per slice and resourceVersion: every event re-reads
+		// the whole store.
+		if bad != nil && r.reported[es.Name] != es.ResourceVersion {
+			s.malformed(bad)
 		}
 		seen[es.Name] = es.ResourceVersion
 	}

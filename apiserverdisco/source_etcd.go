@@ -27,15 +27,15 @@ import (
 func EtcdPrefix(client *clientv3.Client, prefix string) Source {
 	p, err := cleanPrefix(prefix)
 	name := fmt.Sprintf("etcd prefix %q", p)
-	switch {
-	case err != nil:
+	if err == nil {
+		err = checkEtcdClient(client, "EtcdPrefix", false)
+	}
+	if err != nil {
 		return Source{name: name, err: err}
-	case client == nil:
-		return Source{name: name, err: invalidInput("apiserverdisco: %s: nil etcd client", name)}
 	}
 	es := &etcdSource{client: client, name: name, key: p, prefix: true}
 	return Source{name: name, run: func(ctx context.Context, s *sink) error {
-		return es.run(ctx, s, &prefixTable{prefix: p, addrs: map[string]string{}})
+		return es.run(ctx, s, &prefixTable{prefix: p, addrs: map[string]string{}, reported: map[string]int64{}})
 	}}
 }
 
@@ -51,16 +51,43 @@ func EtcdPrefix(client *clientv3.Client, prefix string) Source {
 func LegacyKey(client *clientv3.Client, program string) Source {
 	key := program + "/apiaddresses"
 	name := fmt.Sprintf("etcd key %q", key)
-	switch {
-	case program == "" || strings.ContainsAny(program, "/ \t\n"):
-		return Source{name: name, err: invalidInput("apiserverdisco: LegacyKey: program %q must be a non-empty name such as \"rke2\" or \"k3s\"", program)}
-	case client == nil:
-		return Source{name: name, err: invalidInput("apiserverdisco: %s: nil etcd client", name)}
+	if err := checkProgram(program, "LegacyKey"); err != nil {
+		return Source{name: name, err: err}
+	}
+	if err := checkEtcdClient(client, "LegacyKey", false); err != nil {
+		return Source{name: name, err: err}
 	}
 	es := &etcdSource{client: client, name: name, key: key}
 	return Source{name: name, run: func(ctx context.Context, s *sink) error {
 		return es.run(ctx, s, &legacyTable{key: key})
 	}}
+}
+
+// checkProgram validates the program of a legacy key.
+func checkProgram(program, call string) error {
+	if program == "" || strings.ContainsAny(program, "/ \t\r\n") {
+		return invalidInput("apiserverdisco: %s: program %q must be a non-empty name such as \"rke2\" or \"k3s\"", call, program)
+	}
+	return nil
+}
+
+// checkEtcdClient refuses a nil client and one that would panic on first
+// use: not made by clientv3.New (no context), or with a nil KV or Watcher
+// (and Lease, if lease) interface, typed nils included.
+func checkEtcdClient(c *clientv3.Client, call string, lease bool) error {
+	switch {
+	case c == nil:
+		return invalidInput("apiserverdisco: %s: client is a nil etcd client (*clientv3.Client)", call)
+	case isNil(c.Ctx()):
+		return invalidInput("apiserverdisco: %s: client has no context: not made by clientv3.New", call)
+	case isNil(c.KV):
+		return invalidInput("apiserverdisco: %s: client.KV is nil (%T)", call, c.KV)
+	case isNil(c.Watcher):
+		return invalidInput("apiserverdisco: %s: client.Watcher is nil (%T)", call, c.Watcher)
+	case lease && isNil(c.Lease):
+		return invalidInput("apiserverdisco: %s: client.Lease is nil (%T)", call, c.Lease)
+	}
+	return nil
 }
 
 // etcdTable turns what etcd returns for one key or prefix into a set of
@@ -86,11 +113,13 @@ var errClientClosed = errors.New("the etcd client was closed")
 // run lists and watches until ctx ends. A failed list, or a watch that
 // ended before it was established, waits for the next backoff delay; a
 // watch that was established and then ended (compaction, cancellation, a
-// lost leader) re-lists at once, and its backoff starts over.
+// lost leader) re-lists at once, and its backoff starts over. A panic in
+// the client (a KV or Watcher implementation of the caller's) fails that
+// list or watch like any other error.
 func (e *etcdSource) run(ctx context.Context, s *sink, t etcdTable) error {
-	b := s.newBackoff()
+	b := s.newRetrier()
 	retry := func(err error) bool {
-		d := nextDelay(b)
+		d := b.next()
 		s.failed(fmt.Errorf("apiserverdisco: %s: %w", e.name, err), classify(err), d.String())
 		return sleepCtx(ctx, d) == nil
 	}
@@ -101,19 +130,27 @@ func (e *etcdSource) run(ctx context.Context, s *sink, t etcdTable) error {
 		if e.client.Ctx().Err() != nil {
 			return fmt.Errorf("apiserverdisco: %s: %w", e.name, errClientClosed)
 		}
-		rev, err := e.list(ctx, s, t)
+		var rev int64
+		err := protect("the etcd client (list)", func() (err error) {
+			rev, err = e.list(ctx, s, t)
+			return err
+		})
 		if err != nil {
 			if ctx.Err() != nil || !retry(fmt.Errorf("list: %w", err)) {
 				return nil
 			}
 			continue
 		}
-		established, err := e.watch(ctx, s, t, rev)
+		var established bool
+		err = protect("the etcd client (watch)", func() (err error) {
+			established, err = e.watch(ctx, s, t, rev)
+			return err
+		})
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case established:
-			b.Reset()
+			b.reset()
 			if classify(err) == compacted {
 				s.log.Info("watch fell behind a compaction; listing again", "fromRevision", rev+1)
 			} else {

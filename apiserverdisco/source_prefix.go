@@ -13,6 +13,18 @@ import (
 type prefixTable struct {
 	prefix string
 	addrs  map[string]string // key → normalized address
+	// reported holds the ModRevision of each malformed value reported and
+	// still in place, so that a re-list does not report it again.
+	reported map[string]int64
+}
+
+// report reports a malformed value once per key and ModRevision.
+func (t *prefixTable) report(bad *MalformedValueError, modRev int64, s *sink) {
+	if t.reported[bad.Key] == modRev {
+		return
+	}
+	t.reported[bad.Key] = modRev
+	s.malformed(bad)
 }
 
 // parse reads one key-value pair: the key's last element must be a valid
@@ -31,10 +43,15 @@ func (t *prefixTable) parse(kv *mvccpb.KeyValue) (string, *MalformedValueError) 
 
 func (t *prefixTable) reset(kvs []*mvccpb.KeyValue, s *sink) {
 	next := make(map[string]string, len(kvs))
+	old := t.reported
+	t.reported = make(map[string]int64)
 	for _, kv := range kvs {
 		addr, bad := t.parse(kv)
 		if bad != nil {
-			s.malformed(bad)
+			if rev, ok := old[bad.Key]; ok {
+				t.reported[bad.Key] = rev
+			}
+			t.report(bad, kv.ModRevision, s)
 			if old, ok := t.addrs[bad.Key]; ok {
 				next[bad.Key] = old
 			}
@@ -56,13 +73,15 @@ func (t *prefixTable) apply(evs []*clientv3.Event, s *sink) {
 		switch ev.Type {
 		case clientv3.EventTypeDelete:
 			delete(t.addrs, key)
+			delete(t.reported, key)
 		case clientv3.EventTypePut:
 			addr, bad := t.parse(ev.Kv)
 			if bad != nil {
-				s.malformed(bad)
+				t.report(bad, ev.Kv.ModRevision, s)
 				continue
 			}
 			t.addrs[key] = addr
+			delete(t.reported, key)
 		}
 	}
 	// Seen through the watch: an empty result is real (every key deleted

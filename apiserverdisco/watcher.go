@@ -18,8 +18,38 @@ type Snapshot struct {
 	// canonical form (IPv6 in brackets). Each Snapshot has its own copy.
 	Addresses []string
 	// Version counts deliveries: 0 means nothing delivered yet ("not yet
-	// set"); each delivery of a different set adds one.
+	// set"); each delivery of a different set adds one. Whether the source
+	// says "not yet set" right now (it may, while the last good set is
+	// kept) is in the Watcher's State.
 	Version uint64
+}
+
+// State is what a Watcher knows right now, for a node agent to report, for
+// example "waiting: apiserver addresses not yet set (etcd key
+// \"k3s/apiaddresses\": the key does not exist)".
+type State struct {
+	// Snapshot is the latest delivered set, as Current returns it.
+	Snapshot Snapshot
+	// NotYetSet is true while the source has no address set to offer:
+	// before it was first read, and whenever its last reading was "not yet
+	// set" — a list that found no key under an EtcdPrefix, a LegacyKey
+	// that is missing, empty or holds no valid address, EndpointSlices not
+	// synced or without a ready endpoint. Meanwhile the Watcher keeps the
+	// last good set (Snapshot), so NotYetSet with Snapshot.Version > 0
+	// means "was set, and is not now". A set the source has read, even one
+	// still held back by the debounce, and an empty set EtcdPrefix saw
+	// happen (every key deleted or expired) make it false.
+	NotYetSet bool
+	// Reason names the source and says why it is not yet set, e.g. `etcd
+	// key "k3s/apiaddresses": the key does not exist` or `etcd prefix
+	// "/kubeboot/apiservers/": not read yet`; "" when NotYetSet is false.
+	Reason string
+	// Since is when NotYetSet last changed (or the Watcher started).
+	Since time.Time
+	// LastError is the last failure of a request to the source (to be
+	// retried), nil once the source has been read since. While NotYetSet is
+	// true and LastError is not nil, the source could not be read at all.
+	LastError error
 }
 
 // Watcher follows the live set of apiserver addresses from one Source and
@@ -40,6 +70,7 @@ type Snapshot struct {
 type Watcher struct {
 	name   string
 	log    logr.Logger
+	src    *sink
 	cancel context.CancelCauseFunc
 	done   chan struct{}
 
@@ -51,17 +82,22 @@ type Watcher struct {
 }
 
 // NewWatcher starts watching src and returns at once; use
-// WaitForAddresses or Next to wait for addresses. Options: WithDebounce,
-// WithEmptyHoldDown, WithErrorHandler, WithBackoff, WithLogger,
-// WithRequestTimeout.
+// WaitForAddresses or Next to wait for addresses, State to see why there
+// are none yet. Options: WithDebounce, WithEmptyHoldDown, WithErrorHandler,
+// WithBackoff, WithLogger, WithRequestTimeout.
 //
 // ctx bounds the Watcher's life: when it ends, the Watcher stops as if
 // Close had been called, and Err reports the context's cause. An invalid
-// Source (a nil client, a bad prefix, the zero Source) or option is an
-// error here, wrapping ErrInvalidInput; problems
-// met while running are retried, never fatal, and reported through
-// WithErrorHandler and the logger.
+// Source (a nil or typed-nil client, a bad prefix, the zero Source), a nil
+// ctx or a bad option is an error here, wrapping ErrInvalidInput and
+// naming the argument; problems met while running are retried, never
+// fatal, and reported through WithErrorHandler and the logger. A panic in
+// the source's goroutine (in a client implementation the caller supplied)
+// is recovered: it stops the Watcher, and Err returns the *PanicError.
 func NewWatcher(ctx context.Context, src Source, opts ...Option) (*Watcher, error) {
+	if err := checkContext(ctx, "NewWatcher"); err != nil {
+		return nil, err
+	}
 	if src.run == nil && src.err == nil {
 		return nil, invalidInput("apiserverdisco: NewWatcher: zero Source; use EtcdPrefix, LegacyKey or EndpointSlices")
 	}
@@ -81,7 +117,8 @@ func NewWatcher(ctx context.Context, src Source, opts ...Option) (*Watcher, erro
 		done:    make(chan struct{}),
 		changed: make(chan struct{}),
 	}
-	s := newSink(&o, log)
+	s := newSink(src.name, &o, log)
+	w.src = s
 	d := &debouncer{debounce: o.debounce, holdDown: o.holdDown}
 	go w.loop(wctx, src, s, d)
 	return w, nil
@@ -91,7 +128,13 @@ func NewWatcher(ctx context.Context, src Source, opts ...Option) (*Watcher, erro
 // into deliveries, until ctx ends or the source gives up.
 func (w *Watcher) loop(ctx context.Context, src Source, s *sink, d *debouncer) {
 	srcDone := make(chan error, 1)
-	go func() { srcDone <- src.run(ctx, s) }()
+	go func() {
+		err := protect(w.name, func() error { return src.run(ctx, s) })
+		if errors.Is(err, ErrCallbackPanicked) {
+			s.rep.panicked(err)
+		}
+		srcDone <- err
+	}()
 
 	var timer *time.Timer
 	var timerC <-chan time.Time
@@ -154,12 +197,34 @@ func (w *Watcher) deliver(set []string) {
 }
 
 // Current returns the latest delivered Snapshot without blocking; its
-// Version is 0 while nothing has been delivered.
+// Version is 0 while nothing has been delivered. On a nil Watcher it
+// returns the zero Snapshot.
 func (w *Watcher) Current() Snapshot {
+	if w.invalid() {
+		return Snapshot{}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.snap.clone()
 }
+
+// State returns what the Watcher knows right now without blocking: the
+// current Snapshot, and whether (and why) the source says "not yet set".
+// On a nil Watcher it returns a State with NotYetSet true and a Reason
+// saying so.
+func (w *Watcher) State() State {
+	if w.invalid() {
+		return State{NotYetSet: true, Reason: "not a Watcher from NewWatcher"}
+	}
+	st := w.src.current()
+	st.Snapshot = w.Current()
+	return st
+}
+
+// invalid reports a nil or zero Watcher (not made by NewWatcher).
+func (w *Watcher) invalid() bool { return w == nil || w.done == nil }
+
+var errNotAWatcher = invalidInput("apiserverdisco: the Watcher is nil or was not made by NewWatcher")
 
 func (s Snapshot) clone() Snapshot {
 	return Snapshot{Addresses: slices.Clone(s.Addresses), Version: s.Version}
@@ -177,6 +242,12 @@ func (s Snapshot) clone() Snapshot {
 // last version returned. After the Watcher has stopped, Next returns an
 // error wrapping the reason (ErrClosed after Close).
 func (w *Watcher) Next(ctx context.Context) (Snapshot, error) {
+	if w.invalid() {
+		return Snapshot{}, errNotAWatcher
+	}
+	if err := checkContext(ctx, "Next"); err != nil {
+		return Snapshot{}, err
+	}
 	for {
 		w.mu.Lock()
 		snap, cursor, ch, stopped := w.snap, w.cursor, w.changed, w.err
@@ -193,7 +264,7 @@ func (w *Watcher) Next(ctx context.Context) (Snapshot, error) {
 		case <-ch:
 		case <-ctx.Done():
 			if snap.Version == 0 {
-				return Snapshot{}, fmt.Errorf("apiserverdisco: waiting for the first address set from %s: %w: %w", w.name, ErrNotYetSet, ctx.Err())
+				return Snapshot{}, fmt.Errorf("apiserverdisco: waiting for the first address set from %s: %w%s: %w", w.name, ErrNotYetSet, w.why(), ctx.Err())
 			}
 			return Snapshot{}, fmt.Errorf("apiserverdisco: waiting for a change from %s after version %d: %w", w.name, cursor, ctx.Err())
 		}
@@ -209,6 +280,12 @@ func (w *Watcher) Next(ctx context.Context) (Snapshot, error) {
 // all). After the Watcher has stopped, it returns an error wrapping the
 // reason (ErrClosed after Close).
 func (w *Watcher) WaitForAddresses(ctx context.Context, n int) ([]string, error) {
+	if w.invalid() {
+		return nil, errNotAWatcher
+	}
+	if err := checkContext(ctx, "WaitForAddresses"); err != nil {
+		return nil, err
+	}
 	if n < 1 {
 		return nil, invalidInput("apiserverdisco: WaitForAddresses(%d): n must be at least 1", n)
 	}
@@ -226,12 +303,25 @@ func (w *Watcher) WaitForAddresses(ctx context.Context, n int) ([]string, error)
 		case <-ch:
 		case <-ctx.Done():
 			if snap.Version == 0 {
-				return nil, fmt.Errorf("apiserverdisco: waiting for %d apiserver address(es) from %s: %w: %w", n, w.name, ErrNotYetSet, ctx.Err())
+				return nil, fmt.Errorf("apiserverdisco: waiting for %d apiserver address(es) from %s: %w%s: %w", n, w.name, ErrNotYetSet, w.why(), ctx.Err())
 			}
 			return nil, fmt.Errorf("apiserverdisco: waiting for %d apiserver address(es) from %s: have %d (%s): %w",
 				n, w.name, len(snap.Addresses), strings.Join(snap.Addresses, ", "), ctx.Err())
 		}
 	}
+}
+
+// why says why the source has no set, for errors wrapping ErrNotYetSet:
+// " (<reason>; last error: <err>)", or "" when the source has one.
+func (w *Watcher) why() string {
+	st := w.src.current()
+	if !st.NotYetSet {
+		return ""
+	}
+	if st.LastError != nil {
+		return fmt.Sprintf(" (%s; last error: %v)", st.Reason, st.LastError)
+	}
+	return fmt.Sprintf(" (%s)", st.Reason)
 }
 
 func (w *Watcher) stoppedErr(reason error) error {
@@ -242,13 +332,25 @@ func (w *Watcher) stoppedErr(reason error) error {
 }
 
 // Done returns a channel closed once the Watcher has stopped and all its
-// goroutines have returned.
-func (w *Watcher) Done() <-chan struct{} { return w.done }
+// goroutines have returned (already closed for a nil Watcher).
+func (w *Watcher) Done() <-chan struct{} {
+	if w.invalid() {
+		return closedChan
+	}
+	return w.done
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Err returns nil while the Watcher runs; once Done is closed, why it
 // stopped: ErrClosed after Close, the context's cause, or the error that
-// ended its source (an etcd client that was closed). It does not block.
+// ended its source (an etcd client that was closed, a *PanicError). It
+// does not block. For a nil Watcher it returns an error wrapping
+// ErrInvalidInput.
 func (w *Watcher) Err() error {
+	if w.invalid() {
+		return errNotAWatcher
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.err
@@ -256,8 +358,12 @@ func (w *Watcher) Err() error {
 
 // Close stops the Watcher and waits until its goroutines have returned;
 // blocked Next and WaitForAddresses calls return an error wrapping
-// ErrClosed. It always returns nil and may be called more than once.
+// ErrClosed. It returns nil, and may be called more than once; on a nil
+// Watcher it returns an error wrapping ErrInvalidInput.
 func (w *Watcher) Close() error {
+	if w.invalid() {
+		return errNotAWatcher
+	}
 	w.cancel(ErrClosed)
 	<-w.done
 	return nil

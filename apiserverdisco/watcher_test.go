@@ -280,18 +280,17 @@ func TestMalformedValueSkipped(t *testing.T) {
 		w := newWatcher(t, ctx, apiserverdisco.LegacyKey(cli, "rke2"), apiserverdisco.WithDebounce(0), apiserverdisco.WithErrorHandler(errs.handle))
 		rec := record(t, w)
 		rec.waitSet(t, "10.0.0.1:6443")
-		awaitCond(t, &errs.b, "three bad entries reported", func() bool { return len(errs.malformedAt(key)) == 3 })
-		var values []string
-		for _, me := range errs.malformedAt(key) {
-			require.ErrorContains(t, me, key)
-			require.ErrorIs(t, me, apiserverdisco.ErrInvalidAddress)
-			values = append(values, me.Value)
-		}
-		require.ElementsMatch(t, []string{"not an address", "[10.0.0.2]:6443", ""}, values)
+		// One report for the value, listing its three bad entries.
+		me := errs.waitMalformed(t, key)
+		require.ErrorIs(t, me, apiserverdisco.ErrInvalidAddress)
+		require.Equal(t, 3, me.Count)
+		require.Equal(t, []string{"not an address", "[10.0.0.2]:6443", ""}, me.Entries)
 
 		// A value that is not JSON at all: reported, the set stays.
 		put(key, "{garbage")
-		awaitCond(t, &errs.b, "the garbage value reported", func() bool { return len(errs.malformedAt(key)) == 4 })
+		awaitCond(t, &errs.b, "the garbage value reported", func() bool { return len(errs.malformedAt(key)) == 2 })
+		require.Len(t, errs.malformedAt(key), 2, "the first value must have been reported once")
+		require.Zero(t, errs.malformedAt(key)[1].Count)
 		require.Equal(t, apiserverdisco.Snapshot{Addresses: []string{"10.0.0.1:6443"}, Version: 1}, w.Current())
 		put(key, `["10.0.0.3:6443"]`)
 		got := rec.waitSet(t, "10.0.0.3:6443")
