@@ -2,7 +2,6 @@ package cnibootstrap
 
 import (
 	"context"
-	"errors"
 	"time"
 )
 
@@ -14,11 +13,11 @@ const versionPath = "/version"
 // watchCredentials re-validates the waiter's credentials while it waits.
 // An open watch does not end when its credentials are revoked (a
 // ServiceAccount deleted, a token file rotated away): the apiserver
-// authenticates a request once, when it starts. So, on the backoff floor
-// (a policy of its own, never reset), whenever no request of this Wait has
-// succeeded for the last interval, it sends a GET of /version; a 401 ends
-// the Wait through env.fail with an error wrapping ErrUnauthorized. Other
-// errors are left to the requests that need the apiserver. Clients
+// authenticates a request once, when it starts. So, once per interval of
+// the backoff floor (a policy of its own, never reset), it sends a GET of
+// /version; a 401 ends the Wait through env.fail with an error wrapping
+// ErrUnauthorized. Other answers (a 403 included: authentication passed)
+// and errors are left to the requests that need the apiserver. Clients
 // without a discovery REST client (fakes) are not checked.
 func (e *env) watchCredentials(ctx context.Context) {
 	disco := e.clients.Kube.Discovery()
@@ -44,18 +43,10 @@ func (e *env) watchCredentials(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if time.Since(time.Unix(0, e.authOK.Load())) < d {
-			continue // another request proved the credentials meanwhile
-		}
 		err = rc.Get().AbsPath(versionPath).Do(ctx).Error()
-		switch err = classify(err, request{verb: "get", url: versionPath}); {
-		case ctx.Err() != nil:
-			return
-		case isFatal(err):
+		if err = classify(err, request{verb: "get", url: versionPath}); isFatal(err) && ctx.Err() == nil {
 			e.fail(err)
 			return
-		case err == nil || errors.As(err, new(*ForbiddenError)):
-			e.authenticated()
 		}
 	}
 }

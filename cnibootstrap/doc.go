@@ -83,10 +83,9 @@
 // is often part of the same bootstrap) but becomes the reason, a
 // *ForbiddenError naming the verb, resource and group the waiter lacks.
 // Open watches do not see a credential revoked after they started, so
-// whenever none of its requests has succeeded for one interval of the
-// backoff floor, the waiter sends a GET of /version to find out (at most
-// one per 36 s with the default policy, none while other requests
-// succeed).
+// once per interval of the backoff floor the waiter sends a GET of
+// /version to find out (with the default policy: seven in the first 32 s,
+// then one per 30 s or so).
 //
 // Code the caller supplies — Conditions, the WithProgress function, the
 // backoff factory and policies, the logger's sink, the clients — runs

@@ -65,8 +65,6 @@ func (p *probeRun) run(ctx context.Context, e *env, out chan<- any) {
 		case isFatalProbe(res.err):
 			e.failFor(p.name, res.err)
 			return
-		case res.err == nil:
-			e.authenticated()
 		}
 		send(ctx, out, probeUpdate{self: p.self, gen: gen, res: res})
 		triggered, err := p.await(ctx, b, !res.ok, &crd)

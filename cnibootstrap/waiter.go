@@ -166,10 +166,10 @@ func Wait(ctx context.Context, c Clients, reqs []Requirement, opts ...Option) er
 // 401, Wait returns at once an error wrapping ErrUnauthorized: that
 // includes a credential revoked while every watch is open (its
 // ServiceAccount deleted, say), which open watches do not report; the
-// waiter re-validates its credentials with a GET of /version whenever no
-// request of its own has succeeded for one interval of the backoff floor,
-// so such a 401 is seen within one interval (about 36 s at most with the
-// default policy). A 403 on the waiter's own requests does not end it
+// waiter re-validates its credentials with a GET of /version once per
+// interval of the backoff floor, so such a 401 is seen within one interval
+// after the apiserver starts refusing the credential (at most about 36 s
+// with the default policy: 30 s and its 20% jitter). A 403 on the waiter's own requests does not end it
 // (the rule may be granted later); it becomes the reason, a
 // *ForbiddenError naming the missing permission.
 //

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -27,9 +26,6 @@ type env struct {
 	// fatal carries the first error that ends the Wait (a 401, a panic,
 	// a broken policy); later ones are dropped.
 	fatal chan error
-	// authOK is when (UnixNano) a request of this Wait last succeeded:
-	// proof that its credentials were still accepted then.
-	authOK atomic.Int64
 }
 
 func newEnv(c Clients, newBackoff func() backoff.BackOff, log logr.Logger) *env {
@@ -55,9 +51,6 @@ func (e *env) failFor(names string, err error) {
 	}
 	e.fail(fmt.Errorf("cnibootstrap: %s: %w", names, err))
 }
-
-// authenticated records that a request just succeeded.
-func (e *env) authenticated() { e.authOK.Store(time.Now().UnixNano()) }
 
 // start runs fn on a goroutine of wg under recover: a panic there (in a
 // client in Clients; the other callbacks are protected where they are
@@ -152,7 +145,6 @@ func follow(ctx context.Context, e *env, ri dynamic.ResourceInterface, opts meta
 		if err != nil {
 			return events, classify(err, req)
 		}
-		e.authenticated()
 		n, err := drain(ctx, w, &rv, onEvent)
 		w.Stop()
 		events += n
@@ -224,7 +216,6 @@ func (w *objWatch) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		st, rv, err := listObjects(ctx, w.env.clients.Dynamic, w.key)
 		if err == nil {
-			w.env.authenticated()
 			crd.stop()
 			crd = nil
 			// A (re)list replaces everything known; each event then
@@ -399,7 +390,6 @@ func (w *rbacWatch) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		l, err := ri.List(ctx, metav1.ListOptions{Limit: 1})
 		if err == nil {
-			w.env.authenticated()
 			// After the first list, a relist means events may have been
 			// missed: count it as a change.
 			send(ctx, w.out, rbacUpdate{scope: w.scope, changed: !first})
