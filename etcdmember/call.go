@@ -125,8 +125,11 @@ type retry struct {
 func (c *call) newRetry() (r *retry, err error) {
 	defer callbackPanicked("WithBackoff factory", &err)
 	b := c.m.opt.backoff()
+	if b == nil {
+		return nil, invalid("the WithBackoff factory returned nil")
+	}
 	if isNil(b) {
-		return nil, invalid("the WithBackoff factory returned a nil backoff.BackOff (%T)", b)
+		return nil, invalid("the WithBackoff factory returned nil (a nil %T)", b)
 	}
 	r = &retry{b: b}
 	if err := r.reset(); err != nil {

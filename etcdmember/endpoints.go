@@ -39,7 +39,8 @@ const failMemory = time.Minute
 // host:port) between calls.
 type endpointNote struct {
 	failedAt time.Time // last failure to connect; zero once it answered
-	learner  bool      // a learner's client URL, per the last member list
+	learner  bool      // a learner's client URL, per the last member list or its status
+	known    bool      // learner is known (from a member list or a status)
 }
 
 // endpointKey is host:port of an endpoint or client URL, in lower case.
@@ -85,9 +86,18 @@ func (m *Manager) note(ep string, failed bool, learner *bool) {
 		n.failedAt = time.Time{}
 	}
 	if learner != nil {
-		n.learner = *learner
+		n.learner, n.known = *learner, true
 	}
 	m.eps[k] = n
+}
+
+// role returns what the Manager knows of ep: whether it is a learner's,
+// and whether that is known at all.
+func (m *Manager) role(ep string) (learner, known bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := m.eps[endpointKey(ep)]
+	return n.learner, n.known
 }
 
 // noteMembers records which client URLs are learners'.
@@ -98,7 +108,7 @@ func (m *Manager) noteMembers(members []Member) {
 		for _, u := range mem.ClientURLs {
 			k := endpointKey(u)
 			n := m.eps[k]
-			n.learner = mem.IsLearner
+			n.learner, n.known = mem.IsLearner, true
 			m.eps[k] = n
 		}
 	}
@@ -119,7 +129,8 @@ var errNotForLearner = rpctypes.Error(rpctypes.ErrGRPCNotSupportedForLearner)
 // endpoint's failure.
 func (c *call) cluster(ctx context.Context, readOnly bool, rpc func(context.Context, pb.ClusterClient) error) error {
 	var errs []string
-	for _, ep := range c.endpoints() {
+	eps := c.endpoints()
+	for _, ep := range eps {
 		conn, err := c.ready(ctx, ep)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -128,6 +139,24 @@ func (c *call) cluster(ctx context.Context, readOnly bool, rpc func(context.Cont
 			c.m.note(ep, true, nil)
 			errs = append(errs, err.Error())
 			continue
+		}
+		if learner, known := c.m.role(ep); len(eps) > 1 && (!known || learner) {
+			// A learner refuses Cluster RPCs, and clientv3's retry
+			// interceptor retries that refusal on the same connection up
+			// to 100 times when the client has several endpoints: ask an
+			// endpoint of unknown role, or a learner's that may have been
+			// promoted since, first (Status is served by learners too).
+			rctx, cancel := context.WithTimeout(ctx, min(c.m.opt.rpcTimeout, statusTimeout))
+			st, serr := pb.NewMaintenanceClient(conn).Status(rctx, &pb.StatusRequest{}, failFast)
+			cancel()
+			if serr == nil && st != nil {
+				learner = st.IsLearner
+				c.m.note(ep, false, &learner)
+			}
+			if learner {
+				errs = append(errs, fmt.Sprintf("%s: a learner's endpoint", ep))
+				continue
+			}
 		}
 		rctx, cancel := c.m.rpcCtx(ctx)
 		err = clientv3.ContextError(rctx, rpc(rctx, pb.NewClusterClient(conn)))
