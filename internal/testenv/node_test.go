@@ -99,6 +99,12 @@ func TestNodeRegistersReady(t *testing.T) {
 	if rss, err := rssMiB(n.proc.pid()); err == nil {
 		t.Logf("hollow kubelet RSS %.0f MiB", rss)
 	}
+
+	// A start whose context has ended returns the context's error.
+	cctx, ccancel := context.WithCancel(ctx)
+	ccancel()
+	_, err = StartNode(cctx, a, "cancelled", WithNodeDir(t.TempDir()))
+	require.ErrorIs(t, err, context.Canceled)
 }
 
 // listenAddr returns the local IPv4 address a TCP port listens on, from
