@@ -152,9 +152,14 @@ func StartControlPlane(ctx context.Context, a *APIServer, opts ...ControlPlaneOp
 	return c, c.Start(ctx)
 }
 
-// Start starts whichever of the two processes is not running and waits as
-// StartControlPlane does.
+// Start starts whichever of the two processes is not running (or has
+// exited by itself) and waits as StartControlPlane does.
 func (c *ControlPlane) Start(ctx context.Context) error {
+	for _, p := range []*process{c.cm, c.scheduler} {
+		if p.exitedEarly() {
+			_ = p.stop(syscall.SIGKILL, time.Second) // reap it so it can start again
+		}
+	}
 	cmExited := c.cmExitedChan()
 	if !c.cm.running() {
 		ch, err := c.cm.start(c.cmArgs)

@@ -309,7 +309,7 @@ func (n *Node) waitReady(ctx context.Context, exited <-chan struct{}) error {
 	if err != nil {
 		return err
 	}
-	tr := &http.Transport{TLSClientConfig: nil, DisableKeepAlives: true}
+	tr := &http.Transport{DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr, Timeout: 2 * time.Second}
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)

@@ -506,3 +506,34 @@ func TestKubeletKilledNodeNotReady(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestControlPlaneRestart stops both control-plane processes and starts
+// them again: Start waits for the new controller-manager's controllers, and
+// a Deployment then rolls out, so the scheduler is back too.
+func TestControlPlaneRestart(t *testing.T) {
+	c := sharedCluster(t)
+	ns := testNamespace(t, c.cs)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	oldCM, oldSched := c.cp.cm.pid(), c.cp.scheduler.pid()
+	require.NoError(t, c.cp.StopScheduler())
+	require.NoError(t, c.cp.StopControllerManager())
+	require.Zero(t, c.cp.cm.pid())
+	require.Zero(t, c.cp.scheduler.pid())
+	require.NoError(t, c.cp.Start(ctx))
+	require.NotZero(t, c.cp.cm.pid())
+	require.NotEqual(t, oldCM, c.cp.cm.pid())
+	require.NotEqual(t, oldSched, c.cp.scheduler.pid())
+
+	labels := map[string]string{"app": "after"}
+	_, err := c.cs.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "after", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr(int32(1)),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: podSpec(imageV1)},
+		},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	awaitDeployment(t, ctx, c, ns, "after", imageV1)
+}
