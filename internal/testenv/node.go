@@ -262,7 +262,8 @@ current-context: kubeboot
 // time, the same ones afterwards) and waits until both ports answer
 // /healthz and the Node object is Ready. A first start that loses a port to
 // another process is retried on new ports. It blocks; cancelling ctx ends
-// the wait, stops the kubelet and returns ctx's error.
+// the wait with ctx's error, and a kubelet this call launched is stopped
+// again (one that was already running is left running).
 func (n *Node) Start(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		n.mu.Lock()

@@ -47,6 +47,11 @@ type cluster struct {
 func sharedCluster(t *testing.T) cluster {
 	t.Helper()
 	shared.once.Do(func() {
+		defer func() {
+			if shared.err == nil {
+				t.Logf("shared cluster (etcd, kube-apiserver, controller-manager, scheduler, %d nodes) Ready in %s", len(sharedNodeNames), shared.took.Round(time.Millisecond))
+			}
+		}()
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		defer cancel()
