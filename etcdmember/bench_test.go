@@ -240,3 +240,95 @@ func BenchmarkConcurrentJoins(b *testing.B) {
 	b.Run("single", func(b *testing.B) { run(b, 1) })
 	b.Run("three-concurrent", func(b *testing.B) { run(b, 3) })
 }
+
+// BenchmarkPromoteDeadEndpoint measures one Promote of a learner that has
+// started and caught up, through a client whose endpoints are the healthy
+// voters ("healthy") or a dead URL (nothing listening), the learner's own
+// URL and one healthy voter ("dead-endpoint"), side by side with
+// kubeadm's 500 ms MemberPromote loop through the same clients. Each
+// sub-benchmark run starts a 3-voter cluster (without etcd's strict
+// reconfiguration check, so that the learners can be added at once) and
+// b.N learners (untimed); each op is one promotion. Medians per run:
+// promote-ms/op, and rpcs/op sent by the promote path:
+//
+//	go test -run '^$' -bench PromoteDeadEndpoint -benchtime 5x -count 3 ./etcdmember/
+func BenchmarkPromoteDeadEndpoint(b *testing.B) {
+	variants := []struct {
+		name    string
+		promote func(context.Context, *clientv3.Client, uint64) error
+	}{
+		{"etcdmember", func(ctx context.Context, cli *clientv3.Client, id uint64) error {
+			m, err := etcdmember.New(cli)
+			if err != nil {
+				return err
+			}
+			_, err = m.Promote(ctx, id)
+			return err
+		}},
+		{"kubeadm-500ms", kubeadmPromote},
+	}
+	for _, v := range variants {
+		for _, dead := range []bool{false, true} {
+			name := v.name + "/healthy"
+			if dead {
+				name = v.name + "/dead-endpoint"
+			}
+			b.Run(name, func(b *testing.B) {
+				c := testenv.NewCluster(b, testenv.WithMembers(3), testenv.WithMaxLearners(b.N), testenv.WithStrictReconfigCheck(false))
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+				defer cancel()
+				direct := c.Client()
+				voters := c.Endpoints()
+				nowhere, err := c.NewMemberSpec("nowhere") // ports reserved, nothing listening
+				require.NoError(b, err)
+				var leader string
+				for _, mem := range c.Members() {
+					if mem.IsLeader() {
+						leader = mem.ClientURL
+					}
+				}
+				if leader == "" {
+					leader = voters[0]
+				}
+				type learner struct {
+					id  uint64
+					url string
+				}
+				learners := make([]learner, b.N)
+				for i := range b.N {
+					spec, err := c.NewMemberSpec(fmt.Sprintf("l%d", i))
+					require.NoError(b, err)
+					add, err := direct.MemberAddAsLearner(ctx, []string{spec.PeerURL})
+					require.NoError(b, err)
+					_, err = c.StartMember(ctx, spec, initialClusterOf(ctx, b, direct, add.Member.ID, spec.Name))
+					require.NoError(b, err)
+					learners[i] = learner{add.Member.ID, spec.ClientURL}
+				}
+				var times []time.Duration
+				rpcs := 0
+				b.ResetTimer()
+				b.StopTimer()
+				for i := range b.N {
+					l := learners[i]
+					waitCaughtUp(ctx, b, direct, l.url, leader)
+					counter := newRPCCounter()
+					eps := voters
+					if dead {
+						eps = []string{nowhere.ClientURL, l.url, leader}
+					}
+					cli := countingClient(b, c, counter, eps...)
+					b.StartTimer()
+					t0 := time.Now()
+					err := v.promote(ctx, cli, l.id)
+					times = append(times, time.Since(t0))
+					b.StopTimer()
+					require.NoError(b, err)
+					rpcs += counter.total()
+					require.NoError(b, cli.Close())
+				}
+				b.ReportMetric(ms(median(times)), "promote-ms/op")
+				b.ReportMetric(float64(rpcs)/float64(b.N), "rpcs/op")
+			})
+		}
+	}
+}
