@@ -216,6 +216,14 @@ func (p *podCheck) evaluate(pod *corev1.Pod) []string {
 	if _, ok := pod.Annotations[configMirrorAnnotation]; !ok {
 		problems = append(problems, "not a mirror pod (no "+configMirrorAnnotation+" annotation)")
 	}
+	return append(problems, p.judge(pod)...)
+}
+
+// judge lists what keeps pod, a mirror pod from the apiserver or a static
+// pod from its kubelet, from being up: terminating, the wrong config hash,
+// not Running, not Ready, a container not ready. Both sources share it.
+func (p *podCheck) judge(pod *corev1.Pod) []string {
+	var problems []string
 	if ts := pod.DeletionTimestamp; ts != nil {
 		problems = append(problems, "terminating (deletion requested at "+ts.UTC().Format(time.RFC3339)+")")
 	}
