@@ -2,6 +2,7 @@ package readiness_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -74,6 +76,13 @@ func (s slowGets) RoundTrip(r *http.Request) (*http.Response, error) {
 // the pod on each change signal would read the second Ready and count it
 // as the second pass; one that judges the pod its events carry does not
 // read.
+//
+// The pod is made by hand: the test needs two status writes back to back,
+// closer together than any read, at a moment it chooses. A kubelet writes
+// a pod's status when a probe or the runtime changes it (a probe runs at
+// most once a second), so it cannot produce that blip on cue.
+// TestStaticPodReadyRealKubeletUpgrade shows the same on a real kubelet,
+// holding Wait while the kubelet's probe flips the pod NotReady and back.
 func TestStaticPodReadySeesBlip(t *testing.T) {
 	testenv.AwaitNoLeaks(t)
 	a := testenv.NewAPIServer(t)
@@ -157,14 +166,24 @@ func (c *requestCounter) counts() map[string]int {
 // Under Wait with default options, the requests StaticPodReady makes do
 // not grow with the wait: one list and one watch, and a GET only before
 // the watch is up, however many attempts the changes and the backoff
-// cause. Counted at the client's transport, not timed.
+// cause. The pod is a real kubelet's mirror pod, kept not Ready by its
+// failing readiness probe; the changes are label patches on it, each
+// awaited as an attempt. Counted at the client's transport, not timed.
 func TestStaticPodReadyRequestsBounded(t *testing.T) {
 	testenv.AwaitNoLeaks(t)
 	a := testenv.NewAPIServer(t)
+	n := testenv.NewNode(t, a, "node1")
 	ctx := testCtx(t)
 	admin, err := a.Clientset()
 	require.NoError(t, err)
-	createMirrorPod(ctx, t, admin, "bbbb", false)
+	probe := newProbeServer(t)
+	require.NoError(t, n.WriteStaticPod(staticPod("kube-apiserver", "registry.k8s.io/kube-apiserver:v1.36.3", probe, "/readyz")))
+	pod := awaitPod(ctx, t, admin, podNS, podName, func(p *corev1.Pod) error {
+		if p == nil || p.Status.Phase != corev1.PodRunning {
+			return errors.New("mirror pod not there or not Running")
+		}
+		return nil
+	})
 
 	counter := &requestCounter{n: map[string]int{}}
 	cfg := a.Config()
@@ -172,27 +191,26 @@ func TestStaticPodReadyRequestsBounded(t *testing.T) {
 	waiter, err := kubernetes.NewForConfig(cfg)
 	require.NoError(t, err)
 
-	check := readiness.StaticPodReady(waiter, podNS, podName, readiness.WithExpectedHash("bbbb"))
+	check := readiness.StaticPodReady(waiter, podNS, podName, readiness.WithExpectedHash(pod.Annotations[hashAnnotation]))
 	opt, attempts := observer()
 	done := goWait(ctx, check, opt)
-	awaitAttempt(t, attempts, done, "the pod is not ready", failsWith("condition Ready is False"))
+	last := awaitAttempt(t, attempts, done, "the pod is not ready", failsWith("condition Ready is False"))
 	const changes = 30
 	for i := range changes {
-		reason := fmt.Sprintf("Change%d", i)
-		require.NoError(t, setPodCondition(ctx, admin, false, reason))
-		awaitAttempt(t, attempts, done, "change "+reason+" is seen", failsWith("condition Ready is False ("+reason+")"))
+		patchPodLabel(ctx, t, admin, fmt.Sprintf("change-%d", i))
+		last = awaitAttempt(t, attempts, done, fmt.Sprintf("change %d is seen", i), func(a readiness.Attempt) bool { return a.N > last.N })
 	}
-	require.NoError(t, setPodCondition(ctx, admin, true, ""))
+	probe.set("/readyz", true)
 	require.NoError(t, awaitDone(t, done, "pod ready"))
 	close(attempts)
-	n := 0 // the attempts: the N of the last one
+	total := 0 // the attempts: the N of the last one
 	for a := range attempts {
-		n = a.N
+		total = a.N
 	}
 
 	got := counter.counts()
-	t.Logf("%d attempts, requests: %v", n, got)
-	require.Greater(t, n, changes, "every change made an attempt")
+	t.Logf("%d attempts, requests: %v", total, got)
+	require.Greater(t, total, changes, "every change made an attempt")
 	assert.LessOrEqual(t, got["GET"], 2, "GETs of the pod: only before the watch is up")
 	assert.LessOrEqual(t, got["LIST"], 2)
 	assert.LessOrEqual(t, got["WATCH"], 2)
