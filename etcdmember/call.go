@@ -50,7 +50,7 @@ func (m *Manager) begin(ctx context.Context, method string) (*call, error) {
 // It must be deferred directly: defer c.end(&err).
 func (c *call) end(err *error) {
 	if r := recover(); r != nil {
-		*err = errors.Join(*err, fmt.Errorf("etcdmember: internal error (recovered panic): %v\n%s", r, debug.Stack()))
+		*err = errors.Join(*err, fmt.Errorf("etcdmember: recovered panic (in the etcd client's interceptors or this package): %v\n%s", r, debug.Stack()))
 	}
 	c.closeConns()
 	c.mu.Lock()

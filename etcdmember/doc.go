@@ -24,10 +24,24 @@
 // the client's exported rpctypes values: "not ready" and "too many
 // learners" wait with backoff (cenkalti/backoff, injectable), transient
 // errors retry, permanent ones (permission denied, invalid argument) stop
-// at once. A learner's progress is read from Maintenance.Status (raft
-// applied index) on its and the leader's client URLs; a learner that makes
-// no progress for the stall timeout is ErrLearnerStalled, not a retry loop
-// to the deadline.
+// at once (so are errors the client library raises before sending
+// anything). A learner's progress is read from Maintenance.Status (raft
+// applied index) on its own and the leader's client URLs; a learner that
+// makes no progress for the stall timeout is ErrLearnerStalled, not a
+// retry loop to the deadline.
+//
+// Safety over progress: no MemberPromote is ever sent for a learner that
+// did not answer a status request on its own client URL, and was caught
+// up by that reading, in the same attempt. etcd's own check compares raft
+// indices only, so a learner that caught up and then died would be
+// promoted, and a one-voter cluster would lose its quorum.
+//
+// A dead endpoint does not hold up a call: membership RPCs are sent with
+// grpc.WaitForReady(false) on connections of the call's own, to the
+// client's endpoints in turn (an endpoint that does not connect within a
+// second, or a learner's, is skipped and tried last next time), instead
+// of through clientv3's shared connection, which waits for a ready
+// endpoint (Talos #14097).
 //
 // # Use
 //
@@ -44,14 +58,21 @@
 //
 // The steps are also exported: AddLearner, WaitStarted, Promote, Remove
 // (idempotent, refuses to lose quorum unless forced, moves leadership off
-// a leader first). PromoteReady is the leader-side alternative used by k3s
+// a leader first, and says which of these happened in a RemoveResult). PromoteReady is the leader-side alternative used by k3s
 // and k0s: run it on a ticker and it promotes learners that have caught
 // up, reports stalled ones and, if asked, removes them.
 //
 // Every method takes ctx first, honours cancellation (returning an error
 // that wraps ctx.Err() and says what was still pending), bounds each RPC
-// (WithRPCTimeout), starts no goroutine that outlives it, and never
-// panics on bad input or server replies.
+// (WithRPCTimeout), starts no goroutine or connection that outlives it,
+// and never panics on bad input or server replies: nil and typed-nil
+// arguments are errors wrapping ErrInvalidArgument; a panic in a function
+// the caller gave (start function, backoff factory and policy, progress
+// callback, logger) is recovered and reported as a *CallbackError
+// (ErrCallbackPanicked); a panic in the client's own gRPC interceptors
+// ends the call with an error (in the goroutines that probe voters for
+// Remove, it counts as that voter not answering). A backoff policy's
+// delay is never shorter than MinRetryInterval.
 //
 // # Permissions
 //
