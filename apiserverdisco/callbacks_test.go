@@ -119,6 +119,34 @@ func TestTypedNilInputs(t *testing.T) {
 		{"(*Registration)(nil).Err", nilReg.Err, "Registration"},
 		{"(&Registration{}).Close", (&apiserverdisco.Registration{}).Close, "Registration"},
 	}
+	writer := func(ctx context.Context, cli *clientv3.Client, program, id string, src apiserverdisco.Source, opts ...apiserverdisco.Option) func() error {
+		return func() error {
+			w, err := apiserverdisco.StartLegacyKeyWriter(ctx, cli, program, id, src, opts...)
+			if w != nil {
+				_ = w.Close()
+				return errors.New("StartLegacyKeyWriter returned a writer")
+			}
+			return err
+		}
+	}
+	good := apiserverdisco.EtcdPrefix(cli, "/test/typednil/")
+	var nilWriter *apiserverdisco.LegacyKeyWriter
+	calls = append(calls,
+		call{"StartLegacyKeyWriter(nil ctx)", writer(nilCtx, cli, "k3s", "a", good), "ctx"},
+		call{"StartLegacyKeyWriter(typed-nil ctx)", writer(typedNilCtx, cli, "k3s", "a", good), "ctx"},
+		call{"StartLegacyKeyWriter((*clientv3.Client)(nil))", writer(ctx, nil, "k3s", "a", good), "nil etcd client"},
+		call{"StartLegacyKeyWriter(&clientv3.Client{})", writer(ctx, &clientv3.Client{}, "k3s", "a", good), "clientv3.New"},
+		call{"StartLegacyKeyWriter(client without KV)", writer(ctx, bare, "k3s", "a", good), "client.KV"},
+		call{"StartLegacyKeyWriter(empty program)", writer(ctx, cli, "", "a", good), "program"},
+		call{"StartLegacyKeyWriter(bad id)", writer(ctx, cli, "k3s", "a/b", good), "id"},
+		call{"StartLegacyKeyWriter(zero Source)", writer(ctx, cli, "k3s", "a", apiserverdisco.Source{}), "zero Source"},
+		call{"StartLegacyKeyWriter(typed-nil Kubernetes client)", writer(ctx, cli, "k3s", "a", apiserverdisco.EndpointSlices((*fake.Clientset)(nil))), "*fake.Clientset"},
+		call{"StartLegacyKeyWriter(its own key as the source)", writer(ctx, cli, "k3s", "a", apiserverdisco.LegacyKey(cli, "k3s")), "k3s/apiaddresses"},
+		call{"StartLegacyKeyWriter(WithErrorHandler(nil))", writer(ctx, cli, "k3s", "a", good, apiserverdisco.WithErrorHandler(nil)), "WithErrorHandler"},
+		call{"StartLegacyKeyWriter(WithEmptyHoldDown)", writer(ctx, cli, "k3s", "a", good, apiserverdisco.WithEmptyHoldDown(time.Second)), "WithEmptyHoldDown"},
+		call{"(*LegacyKeyWriter)(nil).Close", nilWriter.Close, "LegacyKeyWriter"},
+		call{"(*LegacyKeyWriter)(nil).Err", nilWriter.Err, "LegacyKeyWriter"},
+	)
 	for _, tc := range calls {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error
@@ -135,6 +163,9 @@ func TestTypedNilInputs(t *testing.T) {
 	require.Empty(t, nilReg.Key())
 	require.Zero(t, nilReg.Lease())
 	<-nilReg.Done()
+	require.False(t, nilWriter.Leader())
+	require.Nil(t, nilWriter.Written())
+	<-nilWriter.Done()
 
 	// Nothing was written.
 	resp, err := cli.Get(ctx, "", clientv3.WithFromKey(), clientv3.WithCountOnly())

@@ -74,10 +74,24 @@
 // or RKE2 cluster can be read as it is) and EndpointSlices (the
 // "kubernetes" Service's EndpointSlices, through an informer).
 //
+// # k3s and RKE2 interop
+//
+// StartLegacyKeyWriter keeps the legacy key "<program>/apiaddresses" equal
+// to the live set of a Source (usually EtcdPrefix), byte for byte as k3s
+// writes it, so unmodified k3s and RKE2 agents and servers read the
+// addresses kubeboot publishes. It replaces k3s's own apiaddresses
+// controller, which must not run next to it; writers on several nodes
+// elect one leader in etcd, and none ever writes an empty list:
+//
+//	lw, err := apiserverdisco.StartLegacyKeyWriter(ctx, etcdClient, "rke2", nodeName,
+//		apiserverdisco.EtcdPrefix(etcdClient, ""))
+//	if err != nil { ... }
+//	defer lw.Close() // resigns: the writer on another node takes over at once
+//
 // # Goroutines and cancellation
 //
-// Publish and NewWatcher start goroutines that live until their context
-// ends or Close returns; Close waits for them. Blocking calls (Next,
+// Publish, NewWatcher and StartLegacyKeyWriter start goroutines that live
+// until their context ends or Close returns; Close waits for them. Blocking calls (Next,
 // WaitForAddresses) take a context and return an error wrapping ctx.Err()
 // that names the source and what was still missing.
 //
@@ -86,7 +100,10 @@
 // With etcd authentication on, a publisher's role needs readwrite on its
 // prefix range (leases need no permission of their own; revoking one needs
 // write on the keys attached to it), and a watcher's role needs read on the
-// prefix range or on the legacy key.
+// prefix range or on the legacy key. A LegacyKeyWriter's role needs
+// readwrite on the legacy key and on the range of its election prefix
+// (LegacyWriterElectionPrefix + "<program>/"), plus read on what its
+// source reads.
 //
 // The EndpointSlices source needs exactly this RBAC rule, in namespace
 // default (a Role there, bound to the watcher's identity):

@@ -53,7 +53,8 @@ type options struct {
 	onError        func(error)
 	newBackoff     func() backoff.BackOff
 	logger         *logr.Logger
-	rep            *reporter // built from onError and the logger
+	base           logr.Logger // the caller's logger, unwrapped
+	rep            *reporter   // built from onError and the logger
 
 	misplaced []string // options given to the call they do not apply to
 	call      scope
@@ -97,6 +98,7 @@ func buildOptions(ctx context.Context, call scope, opts []Option) (options, logr
 		// argument, so log nothing rather than refuse.
 		log = logr.Discard()
 	}
+	o.base = log
 	o.rep = newReporter(o.onError, log.WithName("apiserverdisco"))
 	return o, o.rep.log, nil
 }
@@ -138,12 +140,13 @@ func cleanPrefix(prefix string) (string, error) {
 	return prefix, nil
 }
 
-// WithTTL sets the lease TTL of a published address (default DefaultTTL),
-// rounded up to whole seconds; etcd may raise very short TTLs to its
-// minimum. It must be at least one second. Publish only.
+// WithTTL sets the lease TTL of a published address, or of a
+// LegacyKeyWriter's election lease (default DefaultTTL), rounded up to
+// whole seconds; etcd may raise very short TTLs to its minimum. It must be
+// at least one second. For Publish and StartLegacyKeyWriter.
 func WithTTL(ttl time.Duration) Option {
 	return func(o *options) error {
-		o.only(forPublish, "WithTTL")
+		o.only(forPublish|forLegacyWriter, "WithTTL")
 		if ttl < time.Second {
 			return invalidInput("apiserverdisco: WithTTL(%s): the TTL must be at least 1s", ttl)
 		}
@@ -158,10 +161,11 @@ func WithTTL(ttl time.Duration) Option {
 // the first change. Sets that only add addresses, and the first set a
 // Watcher learns, are delivered at once. So an apiserver that flaps yields
 // one delivery (or none), and a new one is used without delay. Zero
-// delivers every change at once; negative is an error. NewWatcher only.
+// delivers every change at once; negative is an error. For NewWatcher and
+// StartLegacyKeyWriter (its Watcher).
 func WithDebounce(d time.Duration) Option {
 	return func(o *options) error {
-		o.only(forWatch, "WithDebounce")
+		o.only(forWatch|forLegacyWriter, "WithDebounce")
 		if d < 0 {
 			return invalidInput("apiserverdisco: WithDebounce(%s): must not be negative", d)
 		}

@@ -17,9 +17,10 @@ import (
 // A constructor given bad input (a nil client, a bad prefix) returns a
 // Source that NewWatcher refuses with an error wrapping ErrInvalidInput.
 type Source struct {
-	name string
-	err  error // bad input found by the constructor, returned by NewWatcher
-	run  func(ctx context.Context, s *sink) error
+	name      string
+	legacyKey string // the key LegacyKey reads, "" for other sources
+	err       error  // bad input found by the constructor, returned by NewWatcher
+	run       func(ctx context.Context, s *sink) error
 }
 
 // String names the source, e.g. `etcd prefix "/kubeboot/apiservers/"`.

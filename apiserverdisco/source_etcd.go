@@ -58,7 +58,7 @@ func LegacyKey(client *clientv3.Client, program string) Source {
 		return Source{name: name, err: err}
 	}
 	es := &etcdSource{client: client, name: name, key: key}
-	return Source{name: name, run: func(ctx context.Context, s *sink) error {
+	return Source{name: name, legacyKey: key, run: func(ctx context.Context, s *sink) error {
 		return es.run(ctx, s, &legacyTable{key: key})
 	}}
 }

@@ -221,6 +221,14 @@ func (w *Watcher) State() State {
 	return st
 }
 
+// current returns the latest Snapshot and a channel closed at the next
+// delivery (or when the Watcher stops).
+func (w *Watcher) current() (Snapshot, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.snap.clone(), w.changed
+}
+
 // invalid reports a nil or zero Watcher (not made by NewWatcher).
 func (w *Watcher) invalid() bool { return w == nil || w.done == nil }
 
