@@ -148,7 +148,8 @@ func TestLegacyKeyWriterK3sReader(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "[\"10.0.0.1:6443\",\"[2001:db8::2]:6443\"]\n", string(resp.Kvs[0].Value), "byte for byte as k3s writes it")
 	require.Zero(t, resp.Kvs[0].Lease, "k3s's key has no lease")
-	require.Equal(t, want, w.Written())
+	// Written is set when the write returns, before it is logged.
+	awaitCond(t, &logs.b, "Written to report the write", func() bool { return slices.Equal(w.Written(), want) })
 
 	// A third apiserver: the key follows.
 	publish(t, ctx, cli, "cp-3", "10.0.0.3:6443", apiserverdisco.WithPrefix(prefix))
