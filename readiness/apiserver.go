@@ -176,22 +176,19 @@ func failingChecks(body []byte) []string {
 // by U+FFFD, so that it can go into a one-line error message.
 func snippet(b []byte, n int) string {
 	s, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-	s = strings.TrimSpace(s)
-	cut := false
-	if len(s) > n {
-		for n > 0 && !utf8.RuneStart(s[n]) {
-			n--
-		}
-		s, cut = s[:n], true
-	}
+	// Replace invalid bytes and control characters first, so the cut below
+	// bounds what is returned (a replacement character is 3 bytes).
 	s = strings.Map(func(r rune) rune {
 		if r == utf8.RuneError || unicode.IsControl(r) {
 			return utf8.RuneError
 		}
 		return r
-	}, strings.ToValidUTF8(s, string(utf8.RuneError)))
-	if cut {
-		s += "…"
+	}, strings.ToValidUTF8(strings.TrimSpace(s), string(utf8.RuneError)))
+	if len(s) > n {
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		return s[:n] + "…"
 	}
 	return s
 }
