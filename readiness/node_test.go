@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -19,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/kubeboot/kubeboot/internal/testenv"
 )
 
 // Helpers for tests on a real (hollow) kubelet from internal/testenv: the
@@ -184,4 +187,17 @@ func pause(ctx context.Context) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// newNode starts a hollow-kubelet node for the test with its files under a
+// short directory: the kubelet binds a unix socket under
+// <dir>/root/kubelet/pod-resources, and under t.TempDir() a long test name
+// makes that path longer than a socket path may be (108 bytes), so the
+// kubelet exits at start.
+func newNode(t testing.TB, a *testenv.APIServer, name string) *testenv.Node {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "kbr-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return testenv.NewNode(t, a, name, testenv.WithNodeDir(dir))
 }

@@ -61,6 +61,7 @@ func TestTypedNilInputs(t *testing.T) {
 		{"APIServerReady *rest.RESTClient", readiness.APIServerReady((*rest.RESTClient)(nil)), "APIServerReady: nil rest.Interface (a nil *rest.RESTClient)"},
 		{"APIServerReady user type", readiness.APIServerReady((*myREST)(nil)), "APIServerReady: nil rest.Interface (a nil *readiness_test.myREST)"},
 		{"HTTPGet", readiness.HTTPGet(nil, "http://127.0.0.1:1/", nil), "HTTPGet: nil *http.Client"},
+		{"KubeletStaticPodReady", readiness.KubeletStaticPodReady(nil, "https://127.0.0.1:10250", "ns", "pod"), "KubeletStaticPodReady: nil *http.Client"},
 		{"EtcdHealthy nil", readiness.EtcdHealthy(nil), "EtcdHealthy: nil *clientv3.Client"},
 		{"EtcdHealthy zero client", readiness.EtcdHealthy(&clientv3.Client{}), "EtcdHealthy: the *clientv3.Client was not made by clientv3.New"},
 		{"Named nil", readiness.Named("x", nil), `Named("x"): nil check`},
@@ -108,6 +109,9 @@ func TestTypedNilInputs(t *testing.T) {
 		{"nil PodOption", func() error {
 			return readiness.Wait(ctx, readiness.StaticPodReady(fake.NewClientset(), "ns", "pod", nil))
 		}, "StaticPodReady: option 1 is nil"},
+		{"nil PodOption of KubeletStaticPodReady", func() error {
+			return readiness.Wait(ctx, readiness.KubeletStaticPodReady(&http.Client{}, "https://127.0.0.1:10250", "ns", "pod", readiness.WithExpectedHash("h"), nil))
+		}, "KubeletStaticPodReady: option 2 is nil"},
 		{"nil EtcdOption", func() error {
 			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:1"}})
 			require.NoError(t, err)
@@ -237,6 +241,7 @@ func TestCallbackPanicsContained(t *testing.T) {
 		{"APIServerReady client", readiness.APIServerReady(panickyREST{}), nil, "kube-apiserver: the rest.Interface panicked: broken rest client"},
 		{"HTTPGet accept", readiness.HTTPGet(srv.Client(), srv.URL, accept), nil, "the accept function panicked: accept exploded"},
 		{"HTTPGet transport", readiness.HTTPGet(badTransport, srv.URL, nil), nil, "the *http.Client's transport panicked: transport exploded"},
+		{"KubeletStaticPodReady transport", readiness.KubeletStaticPodReady(badTransport, srv.URL, "ns", "pod"), nil, "static pod ns/pod on the kubelet at " + srv.URL + ": the *http.Client's transport panicked: transport exploded"},
 		{"backoff factory", notYet, []readiness.Option{readiness.WithBackoff(func() backoff.BackOff { panic("factory exploded") })}, "the backoff policy function panicked: factory exploded"},
 		{"backoff Reset", notYet, []readiness.Option{readiness.WithBackoff(func() backoff.BackOff { return &panickyPolicy{reset: true} })}, "the backoff policy's Reset panicked: reset exploded"},
 		{"backoff NextBackOff", notYet, []readiness.Option{readiness.WithBackoff(func() backoff.BackOff { return &panickyPolicy{next: true} })}, "the backoff policy's NextBackOff panicked: next exploded"},
@@ -264,11 +269,12 @@ func TestCallbackPanicsContained(t *testing.T) {
 	// Called directly, outside Wait, the built-in checks and the
 	// composites contain the panics of what they call too.
 	for name, check := range map[string]readiness.Check{
-		"All":            readiness.All(boom),
-		"Any":            readiness.Any(boom),
-		"StaticPodReady": readiness.StaticPodReady(panicky{}, "ns", "pod"),
-		"APIServerReady": readiness.APIServerReady(panickyREST{}),
-		"HTTPGet":        readiness.HTTPGet(srv.Client(), srv.URL, accept),
+		"All":                   readiness.All(boom),
+		"Any":                   readiness.Any(boom),
+		"StaticPodReady":        readiness.StaticPodReady(panicky{}, "ns", "pod"),
+		"APIServerReady":        readiness.APIServerReady(panickyREST{}),
+		"HTTPGet":               readiness.HTTPGet(srv.Client(), srv.URL, accept),
+		"KubeletStaticPodReady": readiness.KubeletStaticPodReady(badTransport, srv.URL, "ns", "pod"),
 	} {
 		assert.ErrorIs(t, check.Check(ctx), readiness.ErrPanic, name)
 	}

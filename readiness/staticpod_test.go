@@ -145,7 +145,7 @@ func notOld(reason string) func(readiness.Attempt) bool {
 func TestStaticPodReadyRealKubeletUpgrade(t *testing.T) {
 	testenv.AwaitNoLeaks(t)
 	a := testenv.NewAPIServer(t)
-	n := testenv.NewNode(t, a, "node1")
+	n := newNode(t, a, "node1")
 	ctx := testCtx(t)
 	cs, err := a.Clientset()
 	require.NoError(t, err)
@@ -317,7 +317,7 @@ func TestStaticPodReadyTerminatingOrNotMirror(t *testing.T) {
 func TestStaticPodReadyLeastPrivilege(t *testing.T) {
 	testenv.AwaitNoLeaks(t)
 	a := testenv.NewAPIServer(t)
-	n := testenv.NewNode(t, a, "node1")
+	n := newNode(t, a, "node1")
 	ctx := testCtx(t)
 	admin, err := a.Clientset()
 	require.NoError(t, err)

@@ -172,7 +172,7 @@ func (c *requestCounter) counts() map[string]int {
 func TestStaticPodReadyRequestsBounded(t *testing.T) {
 	testenv.AwaitNoLeaks(t)
 	a := testenv.NewAPIServer(t)
-	n := testenv.NewNode(t, a, "node1")
+	n := newNode(t, a, "node1")
 	ctx := testCtx(t)
 	admin, err := a.Clientset()
 	require.NoError(t, err)
