@@ -54,7 +54,9 @@ func (r CRDEstablished) key() objKey { return objKey{gvr: crdGVR, name: r.CRD} }
 func (r CRDEstablished) needs() needs {
 	n := needs{objects: []objKey{r.key()}}
 	if r.InDiscovery {
-		n.probe = &probeSpec{run: discoveryProbe, afterCRD: r.CRD}
+		k := r.key()
+		n.probe = &probeSpec{run: discoveryProbe, after: &k,
+			ready: func(crd *unstructured.Unstructured) bool { return crdNotReady(crd) == "" }}
 	}
 	return n
 }
@@ -173,7 +175,7 @@ func notServedReason(gvr schema.GroupVersionResource, crd objState) string {
 // discoveryProbe checks that every version crd serves lists its plural in
 // discovery.
 func discoveryProbe(ctx context.Context, c Clients, in probeInput) probeResult {
-	crd := in.crd
+	crd := in.obj
 	if crd == nil {
 		return probeResult{reason: "crd not established"}
 	}

@@ -24,6 +24,13 @@ var (
 	// GroupVersionResource or a malformed rule. The error says which.
 	ErrInvalidInput = errors.New("invalid input")
 
+	// ErrFailed is wrapped by every *FailedError: a requirement can never
+	// hold any more (a Job that failed, a Deployment past its progress
+	// deadline, an object kstatus calls Failed), so Wait returns at once
+	// instead of at its deadline. Each requirement's doc says which of its
+	// failures are final.
+	ErrFailed = errors.New("requirement failed for good")
+
 	// ErrCallbackPanicked is wrapped by every *PanicError: code the caller
 	// supplied (a Condition, the WithProgress function, the backoff
 	// factory or policy, the logger's sink, a client) panicked, and the
@@ -49,6 +56,10 @@ type ForbiddenError struct {
 	// metadata.name field selector, so a rule with resourceNames would
 	// grant it.
 	Name string
+	// Selector is the label selector of a request narrowed by labels
+	// (pods of a workload, EndpointSlices of a Service); resourceNames
+	// cannot narrow a rule for it.
+	Selector string
 	// URL is the path of a non-resource request, such as
 	// "/apis/crd.projectcalico.org/v1".
 	URL string
@@ -73,7 +84,60 @@ func (e *ForbiddenError) Unwrap() error {
 
 func (e *ForbiddenError) request() request {
 	return request{verb: e.Verb, gvr: schema.GroupVersionResource{Group: e.Group, Resource: e.Resource},
-		namespace: e.Namespace, name: e.Name, url: e.URL}
+		namespace: e.Namespace, name: e.Name, selector: e.Selector, url: e.URL}
+}
+
+// FailedError says that a requirement can never hold any more: the
+// object it names failed for good. Wait returns it at once (as the Err
+// of its *UnmetError, which also lists what else was unmet), and Check
+// reports it as the Err of the requirement's Unmet entry; errors.As
+// finds it through either, and errors.Is(err, ErrFailed) is true. Which
+// failures are final is said by each requirement's doc: a Job with the
+// Failed (or FailureTarget) condition or past JobComplete.FailAfter
+// failures, a Deployment whose Progressing condition says
+// ProgressDeadlineExceeded, an object kstatus computes as Failed.
+type FailedError struct {
+	// Requirement is the Name of the requirement that failed.
+	Requirement string
+	// Kind, Namespace and Name name the object that failed, for example
+	// "Job", "kube-system", "helm-install-rke2-ingress-nginx".
+	Kind, Namespace, Name string
+	// Reason is a one-word cause: the condition's reason
+	// ("BackoffLimitExceeded", "ProgressDeadlineExceeded"), "FailAfter"
+	// for JobComplete.FailAfter, or "Failed" from kstatus.
+	Reason string
+	// Message says more: the condition's message, the failures counted
+	// and the last container's exit, or kstatus's message.
+	Message string
+}
+
+func (e *FailedError) Error() string {
+	if e == nil {
+		return "<nil>"
+	}
+	obj := e.Name
+	if e.Namespace != "" {
+		obj = e.Namespace + "/" + e.Name
+	}
+	s := e.Kind + " " + obj + " failed: " + e.Reason
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// Unwrap returns ErrFailed.
+func (e *FailedError) Unwrap() error { return ErrFailed }
+
+// failure returns the first *FailedError among the Errs of unmet.
+func failure(unmet []Unmet) *FailedError {
+	for _, u := range unmet {
+		var fe *FailedError
+		if errors.As(u.Err, &fe) {
+			return fe
+		}
+	}
+	return nil
 }
 
 // Unmet is one requirement that does not hold, and why.
@@ -103,9 +167,10 @@ func (u Unmet) String() string {
 }
 
 // UnmetError is the error of Wait when its context ends before every
-// requirement holds, and of Check when some do not. Unmet lists every
-// requirement that did not hold at that moment, in the order they were
-// given to New; errors.As(err, &unmetErr) gives it to the caller.
+// requirement holds or a requirement fails for good, and of Check when
+// some do not hold. Unmet lists every requirement that did not hold at
+// that moment, in the order they were given to New; errors.As(err,
+// &unmetErr) gives it to the caller.
 //
 // Unwrap returns Err (when set) and the Err of every Unmet entry, so
 // errors.Is(err, context.DeadlineExceeded) and errors.As(err, &forbidden)
@@ -116,7 +181,8 @@ type UnmetError struct {
 	// Total is the number of requirements.
 	Total int
 	// Err is why Wait stopped: its context's error, wrapping the
-	// context's cause when there is one. It is nil for Check.
+	// context's cause when there is one, or the *FailedError of the
+	// requirement that failed for good. It is nil for Check.
 	Err error
 }
 
@@ -164,6 +230,7 @@ type request struct {
 	gvr       schema.GroupVersionResource
 	namespace string
 	name      string // the metadata.name field selector, if any
+	selector  string // the label selector, if any
 	url       string // a non-resource request
 }
 
@@ -174,6 +241,9 @@ func (r request) String() string {
 	s := r.verb + " " + r.gvr.GroupResource().String()
 	if r.name != "" {
 		s += " named " + r.name
+	}
+	if r.selector != "" {
+		s += " with labels " + r.selector
 	}
 	if r.namespace != "" {
 		s += " in namespace " + r.namespace
@@ -203,7 +273,7 @@ func classify(err error, r request) error {
 		return fmt.Errorf("cnibootstrap: %s: %w (%w)", r, ErrUnauthorized, err)
 	case apierrors.IsForbidden(err):
 		return &ForbiddenError{Verb: r.verb, Group: r.gvr.Group, Resource: r.gvr.Resource,
-			Namespace: r.namespace, Name: r.name, URL: r.url, Err: err}
+			Namespace: r.namespace, Name: r.name, Selector: r.selector, URL: r.url, Err: err}
 	case apierrors.IsNotFound(err):
 		return &classifiedError{kind: statusNotFound, err: fmt.Errorf("%s: %w", r, err)}
 	case apierrors.IsGone(err) || apierrors.IsResourceExpired(err):

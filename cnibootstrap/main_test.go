@@ -3,6 +3,7 @@ package cnibootstrap_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -23,8 +24,20 @@ import (
 	"github.com/kubeboot/kubeboot/internal/testenv"
 )
 
+// TestMain runs the tests, stops the node cluster the add-on tests share
+// (nodeCluster), and only then looks for leaked goroutines, so a
+// goroutine of the package or of a test that outlives its call is still
+// found.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, testenv.LeakOptions()...)
+	code := m.Run()
+	closeNodeCluster()
+	if code == 0 {
+		if err := goleak.Find(testenv.LeakOptions()...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // guard bounds every wait in these tests. It is a failure guard, not a

@@ -12,8 +12,11 @@ import (
 
 // A Requirement is one prerequisite an add-on needs before it can start.
 // The package provides them all: CRDEstablished, ObjectExists,
-// ClusterRoleExists, ClusterRoleBindingExists and Allowed. They are plain
-// values, safe to copy and to share between goroutines; New checks them.
+// ClusterRoleExists, ClusterRoleBindingExists and Allowed (the objects
+// exist and are usable), and RolledOut, JobComplete, ServiceReady,
+// WebhookServing and ObjectReady (the add-ons that use them are rolled
+// out and healthy). They are plain values, safe to copy and to share
+// between goroutines; New checks them.
 type Requirement interface {
 	// Name identifies the requirement in reports, for example
 	// "crd clusterinformations.crd.projectcalico.org". Names must be
@@ -36,6 +39,7 @@ type Requirement interface {
 // watched).
 type needs struct {
 	objects []objKey
+	sets    []setKey
 	rbac    []rbacScope
 	probe   *probeSpec
 }
@@ -46,6 +50,29 @@ type objKey struct {
 	gvr       schema.GroupVersionResource
 	namespace string
 	name      string
+}
+
+// setKey names a set of objects in one namespace that the waiter follows
+// with one list and one watch narrowed by a label selector: a fixed one
+// (selector), or the spec.selector of another object the waiter follows
+// (from), such as a Deployment's for its pods; the set's watch is then
+// (re)started whenever that selector changes.
+type setKey struct {
+	gvr       schema.GroupVersionResource
+	namespace string
+	selector  string
+	from      objKey
+}
+
+// derived reports whether the set's selector comes from another object.
+func (s setKey) derived() bool { return s.from != (objKey{}) }
+
+// setState is the waiter's knowledge of one set: the selector it was
+// listed with ("" while it has none: the object that gives it is not
+// known yet) and the objects, by name.
+type setState struct {
+	sel string
+	st  objState
 }
 
 // rbacScope is one RBAC kind, all of it or in one namespace, whose changes
@@ -64,15 +91,18 @@ type probeSpec struct {
 	// have all started (or failed), so that no change slips between its
 	// first answer and their first list; RBAC changes re-run it.
 	onRBAC bool
-	// afterCRD: the probe first runs when this CRD is established, and
-	// again whenever it changes while established.
-	afterCRD string
+	// after: the probe first runs when this object (one the requirement
+	// follows) exists and ready says yes, and again whenever it changes
+	// while ready says yes (a CRD established, a webhook configuration
+	// with its CA bundles).
+	after *objKey
+	ready func(*unstructured.Unstructured) bool
 }
 
 // probeInput is what a probe run is given.
 type probeInput struct {
-	// crd is the CRD named by afterCRD, as last seen established, or nil.
-	crd *unstructured.Unstructured
+	// obj is the object named by after, as last seen ready, or nil.
+	obj *unstructured.Unstructured
 	// prev is the previous answer when nothing changed since it (a re-run
 	// on the backoff floor), nil after a trigger: a probe that asks
 	// several questions may then ask again only those prev did not find
@@ -123,6 +153,7 @@ type probeState struct {
 // evaluated against it.
 type view struct {
 	objects map[objKey]objState
+	sets    map[setKey]setState
 	probes  map[int]probeState
 	// rbac holds the last error of each RBAC watch (nil when it works).
 	rbac map[rbacScope]error
@@ -132,7 +163,7 @@ type view struct {
 }
 
 func newView() *view {
-	return &view{objects: map[objKey]objState{}, probes: map[int]probeState{}, rbac: map[rbacScope]error{}}
+	return &view{objects: map[objKey]objState{}, sets: map[setKey]setState{}, probes: map[int]probeState{}, rbac: map[rbacScope]error{}}
 }
 
 // markStale records that probe self was triggered again.
@@ -229,6 +260,26 @@ func qualified(k objKey, o *unstructured.Unstructured) string {
 		return o.GetNamespace() + "/" + o.GetName()
 	}
 	return o.GetName()
+}
+
+// members returns the objects of set s that exist (those being deleted
+// included: a terminating pod still runs), ordered by name, or an Unmet
+// saying why they are not known; what names them in reasons ("pods").
+func (v *view) members(name string, s setKey, what string) ([]*unstructured.Unstructured, *Unmet) {
+	ss := v.sets[s]
+	switch {
+	case ss.sel == "":
+		return nil, &Unmet{Requirement: name, Reason: what + " not yet observed (no selector yet)"}
+	case !ss.st.observed:
+		return nil, &Unmet{Requirement: name, Reason: what + " not yet observed"}
+	case ss.st.err != nil:
+		return nil, &Unmet{Requirement: name, Reason: what + ": " + ss.st.err.Error(), Err: ss.st.err}
+	}
+	out := make([]*unstructured.Unstructured, 0, len(ss.st.objs))
+	for _, k := range slices.Sorted(maps.Keys(ss.st.objs)) {
+		out = append(out, ss.st.objs[k])
+	}
+	return out, nil
 }
 
 // probe returns the probe's answer, or an Unmet saying why there is no

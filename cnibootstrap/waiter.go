@@ -20,13 +20,16 @@ type Waiter struct {
 	opts    options
 
 	objects     []objKey            // every object to follow, once each
+	sets        []setKey            // every label-selected set to follow, once each
+	derived     map[objKey][]setKey // the sets whose selector an object gives
 	scopes      []rbacScope         // every RBAC kind to watch, once each
 	probes      map[int]*probeSpec  // by requirement index
 	rbacProbes  map[rbacScope][]int // which probes an RBAC change re-runs
 	probeScopes map[int][]rbacScope // the RBAC watches that start a probe
-	crdProbes   map[string][]int    // which probes a CRD change re-runs
+	objProbes   map[objKey][]int    // which probes an object's change re-runs
 
 	objNames   map[objKey]string    // the requirements each object serves, for errors
+	setNames   map[setKey]string    // the requirements each set serves
 	scopeNames map[rbacScope]string // the requirements each RBAC watch serves
 }
 
@@ -47,8 +50,8 @@ func New(c Clients, reqs []Requirement, opts ...Option) (*Waiter, error) {
 	}
 	w := &Waiter{
 		clients: c, reqs: slices.Clone(reqs), probes: map[int]*probeSpec{},
-		rbacProbes: map[rbacScope][]int{}, probeScopes: map[int][]rbacScope{}, crdProbes: map[string][]int{},
-		objNames: map[objKey]string{}, scopeNames: map[rbacScope]string{},
+		rbacProbes: map[rbacScope][]int{}, probeScopes: map[int][]rbacScope{}, objProbes: map[objKey][]int{},
+		derived: map[objKey][]setKey{}, objNames: map[objKey]string{}, setNames: map[setKey]string{}, scopeNames: map[rbacScope]string{},
 		opts: options{newBackoff: defaultBackoff},
 	}
 	for i, o := range opts {
@@ -89,10 +92,19 @@ func New(c Clients, reqs []Requirement, opts ...Option) (*Waiter, error) {
 			}
 			w.objNames[k] = joinName(w.objNames[k], name)
 		}
+		for _, s := range n.sets {
+			if !slices.Contains(w.sets, s) {
+				w.sets = append(w.sets, s)
+				if s.derived() {
+					w.derived[s.from] = append(w.derived[s.from], s)
+				}
+			}
+			w.setNames[s] = joinName(w.setNames[s], name)
+		}
 		if n.probe != nil {
 			w.probes[i] = n.probe
-			if n.probe.afterCRD != "" {
-				w.crdProbes[n.probe.afterCRD] = append(w.crdProbes[n.probe.afterCRD], i)
+			if n.probe.after != nil {
+				w.objProbes[*n.probe.after] = append(w.objProbes[*n.probe.after], i)
 			}
 		}
 		for _, s := range n.rbac {
@@ -215,6 +227,41 @@ func (w *Waiter) Wait(ctx context.Context) error {
 	e.start(&wg, "credential check", func() { e.watchCredentials(run) })
 
 	v := newView()
+	// Sets with a fixed selector start now; those whose selector comes
+	// from an object start (and restart) as that object is seen.
+	runs := map[setKey]*setRun{}
+	startSet := func(s setKey, sel string) {
+		r := runs[s]
+		if r == nil {
+			r = &setRun{}
+			runs[s] = r
+		}
+		if r.cancel != nil {
+			r.cancel()
+		}
+		r.gen++
+		r.sel, r.cancel = sel, nil
+		v.sets[s] = setState{sel: sel}
+		if sel == "" {
+			return
+		}
+		sctx, scancel := context.WithCancel(run)
+		r.cancel = scancel
+		sw := &setWatch{key: s, sel: sel, gen: r.gen, env: e, out: out, names: w.setNames[s]}
+		e.start(&wg, sw.names, func() { sw.run(sctx) })
+	}
+	defer func() {
+		for _, r := range runs {
+			if r.cancel != nil {
+				r.cancel()
+			}
+		}
+	}()
+	for _, s := range w.sets {
+		if !s.derived() {
+			startSet(s, s.selector)
+		}
+	}
 	var last []Unmet
 	for {
 		select {
@@ -224,7 +271,7 @@ func (w *Waiter) Wait(ctx context.Context) error {
 		case err := <-e.fatal:
 			return err
 		case m := <-out:
-			w.apply(v, m, probes)
+			w.apply(v, m, probes, runs, startSet)
 		}
 		unmet := w.evaluate(v)
 		done := len(unmet) == 0 && !v.stale()
@@ -234,22 +281,38 @@ func (w *Waiter) Wait(ctx context.Context) error {
 			}
 			last = unmet
 		}
+		if fe := failure(unmet); fe != nil {
+			return &UnmetError{Unmet: unmet, Total: len(w.reqs), Err: fe}
+		}
 		if done {
 			return nil
 		}
 	}
 }
 
-// apply records one message in v, triggering the probes it concerns.
-func (w *Waiter) apply(v *view, m any, probes map[int]*probeRun) {
+// apply records one message in v, triggering the probes it concerns and
+// (re)starting the set watches whose selector it changes.
+func (w *Waiter) apply(v *view, m any, probes map[int]*probeRun, runs map[setKey]*setRun, startSet func(setKey, string)) {
 	switch m := m.(type) {
 	case objUpdate:
 		v.objects[m.key] = m.state
-		if crd := m.state.one(); m.key.gvr == crdGVR && crd != nil && crdNotReady(crd) == "" {
-			for _, i := range w.crdProbes[m.key.name] {
-				probes[i].trigger(crd)
-				v.markStale(i)
+		obj := m.state.one()
+		if obj != nil {
+			for _, i := range w.objProbes[m.key] {
+				if w.probes[i].ready(obj) {
+					probes[i].trigger(obj)
+					v.markStale(i)
+				}
 			}
+		}
+		for _, s := range w.derived[m.key] {
+			if sel := specSelector(obj); runs[s] == nil || runs[s].sel != sel {
+				startSet(s, sel)
+			}
+		}
+	case setUpdate:
+		if r := runs[m.key]; r != nil && r.gen == m.gen {
+			v.sets[m.key] = setState{sel: m.sel, st: m.state}
 		}
 	case rbacUpdate:
 		_, seen := v.rbac[m.scope]
@@ -268,10 +331,13 @@ func (w *Waiter) apply(v *view, m any, probes map[int]*probeRun) {
 }
 
 // Check evaluates every requirement once, without watching: one narrowed
-// list per object, one review or discovery lookup per probe. It blocks
-// for those requests and returns nil when every requirement holds, an
-// *UnmetError listing those that do not (with Err set to ctx's error if
-// ctx ended meanwhile), or at once an error wrapping ErrUnauthorized. A
+// list per object and per label-selected set (a workload's pods, a
+// Service's EndpointSlices), one review, discovery lookup or dry-run
+// create per probe. It blocks for those requests and returns nil when
+// every requirement holds, an *UnmetError listing those that do not (with
+// Err set to ctx's error if ctx ended meanwhile; a requirement that failed
+// for good has a *FailedError as its entry's Err, so errors.Is(err,
+// ErrFailed) tells), or at once an error wrapping ErrUnauthorized. A
 // Condition that panics makes its requirement unmet, with the *PanicError
 // as the entry's Err; a client that panics makes Check return an error
 // wrapping the *PanicError. A nil ctx or a nil *Waiter is an error
@@ -312,16 +378,29 @@ func (w *Waiter) Check(ctx context.Context) (err error) {
 		}
 		v.objects[k] = st
 	}
+	for _, s := range w.sets {
+		sel := selectorOf(v, s)
+		if sel == "" {
+			continue // the requirement reports why the object is not there
+		}
+		st, _, err := listSet(ctx, dyn, s, sel)
+		if isFatal(err) {
+			return err
+		}
+		if err != nil {
+			st = objState{observed: true, err: err}
+		}
+		v.sets[s] = setState{sel: sel, st: st}
+	}
 	for i, spec := range w.probes {
-		var crd *unstructured.Unstructured
-		if spec.afterCRD != "" {
-			st := v.objects[objKey{gvr: crdGVR, name: spec.afterCRD}]
-			crd = st.one()
-			if crd == nil || crdNotReady(crd) != "" {
-				continue // the CRD requirement reports why
+		var obj *unstructured.Unstructured
+		if spec.after != nil {
+			obj = v.objects[*spec.after].one()
+			if obj == nil || !spec.ready(obj) {
+				continue // the requirement reports why
 			}
 		}
-		res := spec.run(ctx, w.clients, probeInput{crd: crd})
+		res := spec.run(ctx, w.clients, probeInput{obj: obj})
 		if isFatalProbe(res.err) {
 			return fatalProbeErr(w.reqs[i].Name(), res.err)
 		}
