@@ -33,10 +33,39 @@
 //     between two events is seen, and the requests of a wait do not grow
 //     with its length: a GET before the watch is up, one list and one
 //     watch, and one more of each whenever the server ends the watch.
+//   - KubeletStaticPodReady: the same rules for a static pod, read from
+//     the node's own kubelet (GET /pods on its port) instead of the
+//     apiserver, for when the pod being replaced is the apiserver itself:
+//     it answers while the apiserver is down. The kubelet has no watch,
+//     so Wait polls it with its backoff.
 //   - HTTPGet and TCPDial.
 //
 // Named, All (every failure listed) and Any compose them; CheckFunc adapts
 // a function.
+//
+// # Static pods: the apiserver or the kubelet
+//
+// StaticPodReady asks the apiserver about the mirror pod: watch-driven
+// (Wait reacts within milliseconds, its requests do not grow with the
+// wait), a Role on pods is enough, and it works from anywhere — but not
+// while the apiserver is down, and the mirror pod is only the kubelet's
+// report. KubeletStaticPodReady asks the node's kubelet: it answers while
+// the apiserver restarts and sees the kubelet's own state, but it is
+// polled (one GET /pods per attempt, every 2 s at most by default), runs
+// where the kubelet's port is reachable, and needs kubelet credentials. On
+// a node replacing its own kube-apiserver, gate on the kubelet and then
+// on the apiserver serving:
+//
+//	hc, err := rest.HTTPClientFor(&rest.Config{TLSClientConfig: rest.TLSClientConfig{
+//		CertData: cert, KeyData: key, CAData: kubeletCA, // a client certificate the kubelet trusts
+//	}})
+//	// ...
+//	newAPIServer := readiness.All(
+//		readiness.KubeletStaticPodReady(hc, "https://127.0.0.1:10250", "kube-system", "kube-apiserver-"+node,
+//			readiness.WithHashChangedFrom(oldHash)),
+//		readiness.APIServerReady(cs.Discovery().RESTClient()),
+//	)
+//	err = readiness.Wait(ctx, newAPIServer, readiness.WithStability(3, 2*time.Second))
 //
 // # Waiting
 //
@@ -67,8 +96,9 @@
 //
 // # RBAC
 //
-// What each apiserver-facing check needs, exactly (the tests run them
-// under a ServiceAccount bound to these rules and nothing else):
+// What each check that talks to the apiserver or the kubelet needs,
+// exactly (the tests run them under a ServiceAccount, or for the kubelet
+// a client certificate, bound to these rules and nothing else):
 //
 //   - StaticPodReady: get, list and watch on pods in the pod's namespace
 //     (a Role: apiGroups [""], resources ["pods"], verbs ["get", "list",
@@ -76,6 +106,16 @@
 //   - APIServerReady: get on the non-resource URL /readyz, which the
 //     default ClusterRole system:public-info-viewer grants to all users,
 //     authenticated or not; nothing to bind.
+//   - KubeletStaticPodReady (the kubelet's API, authorized by the kubelet
+//     through the apiserver in Webhook mode): get on nodes/pods (a
+//     ClusterRole: apiGroups [""], resources ["nodes/pods"], verbs
+//     ["get"], resourceNames [<node>] to limit it to one node). Kubelets
+//     before 1.33 (or with KubeletFineGrainedAuthz off) ask for
+//     nodes/proxy instead, which also authorizes /exec, /attach and
+//     /portForward. Present a client certificate (the kubelet verifies it
+//     without the apiserver) and make one request shortly before the
+//     apiserver goes away: the kubelet caches an allow for 5 minutes and
+//     cannot authorize an uncached request while the apiserver is down.
 //
 // EtcdHealthy talks to etcd, not the apiserver: with etcd authentication
 // enabled, Maintenance.Status needs the root role; the read (where

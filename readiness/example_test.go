@@ -120,3 +120,41 @@ func ExampleEtcdHealthy() {
 		fmt.Println("unreachable:", ee.Unreachable, "alarms:", ee.Alarms)
 	}
 }
+
+// ExampleKubeletStaticPodReady gates on a node's new kube-apiserver static
+// pod while that apiserver is being replaced: the node's own kubelet is
+// asked, with a client certificate it trusts (granted get on nodes/pods
+// for this node), and APIServerReady then says the new apiserver serves.
+// It is compiled but not run: it needs a node.
+func ExampleKubeletStaticPodReady() {
+	// Data rather than file names: for files, client-go keeps a goroutine
+	// that reloads them.
+	hc, err := rest.HTTPClientFor(&rest.Config{TLSClientConfig: rest.TLSClientConfig{
+		CertData: []byte("-----BEGIN CERTIFICATE-----\n..."),
+		KeyData:  []byte("-----BEGIN EC PRIVATE KEY-----\n..."),
+		CAData:   []byte("-----BEGIN CERTIFICATE-----\n..."), // the kubelet's serving CA
+	}})
+	if err != nil {
+		return
+	}
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: "https://127.0.0.1:6443"})
+	if err != nil {
+		return
+	}
+	oldHash := "5d1e5c6f0a7e0d1b2a1f9c3e4b5a6d7c" // read before writing the new manifest
+	kubelet := readiness.KubeletStaticPodReady(hc, "https://127.0.0.1:10250", "kube-system", "kube-apiserver-node1",
+		readiness.WithHashChangedFrom(oldHash))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// One answer while the apiserver still serves puts the kubelet's
+	// authorization of this caller in its cache (5 minutes by default).
+	_ = kubelet.Check(ctx)
+
+	// ... write the new kube-apiserver manifest ...
+
+	err = readiness.Wait(ctx, readiness.All(kubelet, readiness.APIServerReady(cs.Discovery().RESTClient())),
+		readiness.WithStability(3, 2*time.Second))
+	if err != nil {
+		fmt.Println(err) // names what is still failing: "static pod ... on the kubelet at ...: phase Pending; ..."
+	}
+}

@@ -24,74 +24,78 @@ const MaxKubeletPodsBytes = 64 << 20
 // KubeletStaticPodReady returns a check that the static pod
 // namespace/name (named "<pod>-<node>" by the kubelet, as its mirror pod
 // is, e.g. "kube-apiserver-node1" in "kube-system") is up as the node's
-// own kubelet sees it: GET <kubeletURL>/pods through c lists the pods the
+// own kubelet sees it. GET <kubeletURL>/pods through c lists the pods the
 // kubelet runs, static pods included, with the status the kubelet holds
-// for them; exactly one of them has that namespace and name, it is a
-// static pod (its kubernetes.io/config.source annotation is not "api"),
-// it is not terminating, it is Running with its Ready condition True and
-// every container ready, and, with WithExpectedHash or
-// WithHashChangedFrom, it carries the right kubernetes.io/config.hash.
-// These are StaticPodReady's rules, read from the kubelet instead of the
-// apiserver. While a manifest is being replaced, the kubelet lists the
-// pod of the new manifest (new hash, not Running until the old pod has
-// terminated) and not the old one; should it ever list two pods of that
-// name, the check fails rather than pick one.
+// for them; the check passes when exactly one of them has that namespace
+// and name and it is a static pod (its kubernetes.io/config.source
+// annotation is not "api"), is not terminating, is Running with its Ready
+// condition True and every container ready, and, with WithExpectedHash
+// or WithHashChangedFrom, carries the right kubernetes.io/config.hash:
+// StaticPodReady's rules, read from the kubelet instead of the apiserver.
+// Once the kubelet has read a rewritten manifest it lists the new pod
+// (new hash, Pending until the old pod has terminated and the new one
+// runs) in place of the old one; should it list two pods of that name,
+// the check fails rather than pick one. The failure names the pod, the
+// kubelet and every rule that fails ("static pod
+// kube-system/kube-apiserver-node1 on the kubelet at
+// https://127.0.0.1:10250: phase Pending; no Ready condition; ...").
 //
-// # When to use which
+// When to use which: StaticPodReady asks the apiserver about the mirror
+// pod. It is watch-driven (Wait reacts within milliseconds and its
+// requests do not grow with the wait), needs only a Role on pods, and
+// works from anywhere; but it cannot answer while the apiserver is down,
+// and the mirror pod is the kubelet's report, written when the apiserver
+// takes it. When the pod being replaced is the kube-apiserver itself (or
+// the etcd under it), that is asking the thing that is going away: use
+// KubeletStaticPodReady on the node, which answers with the apiserver
+// down and reads the kubelet's own state. The kubelet has no watch, so
+// this check is not a Watcher: Wait polls it with its backoff, by default
+// from DefaultInitialDelay, doubling, capped at DefaultMaxDelay (2 s),
+// one GET /pods per attempt; it reacts within one poll, and a NotReady
+// shorter than a poll can go unseen. Give Wait WithBackoff to poll at
+// another rate. The two compose: All of KubeletStaticPodReady for the
+// new kube-apiserver pod and APIServerReady says that the new apiserver
+// runs and serves.
 //
-// StaticPodReady asks the apiserver about the mirror pod: it is
-// watch-driven (Wait reacts in milliseconds and its requests stay
-// constant), needs only a Role on pods, and works from anywhere; but it
-// cannot answer while the apiserver is down, and the mirror pod is the
-// kubelet's report, written when the apiserver lets it. When the pod
-// being replaced is the kube-apiserver itself (or its etcd), that is
-// asking the thing that is going away: use KubeletStaticPodReady on the
-// node, which answers with the apiserver down and sees the kubelet's own
-// state. The kubelet has no watch, so Wait polls this check with its
-// backoff — by default from DefaultInitialDelay, doubling, capped at
-// DefaultMaxDelay (2 s): one GET /pods per attempt — and reacts within
-// one poll; a NotReady shorter than a poll can go unseen. Pass
-// WithBackoff to Wait to poll at another rate. The two compose: All of
-// KubeletStaticPodReady for the new kube-apiserver pod and
-// APIServerReady says the new apiserver runs and serves.
+// Credentials and RBAC: c carries the credentials (rest.HTTPClientFor
+// makes one from a *rest.Config); kubeletURL is the kubelet's secure
+// server, "https://127.0.0.1:10250" on its node by default, and a path in
+// it is kept as a prefix of /pods. The kubelet verifies client
+// certificates itself (against its client CA file) but bearer tokens
+// through the apiserver (TokenReview, cached for the KubeletConfiguration's
+// authentication.webhook.cacheTTL, 2 min by default): to read a kubelet
+// while the apiserver is down, present a client certificate. In Webhook
+// authorization mode the kubelet asks the apiserver (SubjectAccessReview)
+// whether the caller may get resource "nodes", name <node>, subresource
+// "pods", and if not, subresource "proxy" (Kubernetes 1.33 and later,
+// where the KubeletFineGrainedAuthz feature is on by default; earlier
+// kubelets, or with the feature off, ask for "proxy" only). The rule to
+// grant is a ClusterRole with apiGroups [""], resources ["nodes/pods"],
+// verbs ["get"] (resourceNames [<node>] limits it to one node); add
+// "nodes/proxy" only for kubelets that ask for nothing else, since
+// "proxy" also authorizes the kubelet's other endpoints, /exec, /attach
+// and /portForward among them. The kubelet caches an allow for its
+// authorization.webhook.cacheAuthorizedTTL (5 min by default) from the
+// request that asked, and a deny for cacheUnauthorizedTTL (30 s). While
+// the apiserver is down, a request whose decision is not cached fails
+// with HTTP 500 "Authorization error", so: make one request (a Check, or
+// a Wait that passes) with the credentials shortly before the apiserver
+// goes away; and grant nodes/pods, not only nodes/proxy: the kubelet asks about
+// "pods" first, and once that cached deny has expired, the failed
+// question about "pods" ends the request before "proxy" is asked. The
+// read-only port (plain http, 10255 where it is enabled; a
+// KubeletConfiguration leaves it off by default) needs no credentials.
 //
-// # Credentials and RBAC
-//
-// c carries the credentials (rest.HTTPClientFor turns a *rest.Config
-// into one), kubeletURL is the kubelet's secure server,
-// "https://127.0.0.1:10250" on the node by default; a path in it is kept
-// as a prefix of /pods. The kubelet authenticates client certificates
-// itself (against its clientCAFile), bearer tokens through the apiserver
-// (TokenReview, cached for authentication.webhook.cacheTTL, 2 min by
-// default): with the apiserver down, use a client certificate. In
-// Webhook authorization mode it asks the apiserver (SubjectAccessReview)
-// for verb get on resource nodes, name <node>, subresource "pods" first
-// and then "proxy" (Kubernetes 1.33 and later, KubeletFineGrainedAuthz;
-// earlier kubelets ask for "proxy" only). The rule to grant is
-// therefore a ClusterRole with apiGroups [""], resources ["nodes/pods"],
-// verbs ["get"] (resourceNames [<node>] to limit it to one node), plus
-// resources ["nodes/proxy"] for kubelets before 1.33 only: nodes/proxy
-// also opens exec, attach and port-forward through the kubelet. The
-// kubelet caches an allow for authorization.webhook.cacheAuthorizedTTL
-// (5 min by default) from the request that asked, a deny for
-// cacheUnauthorizedTTL (30 s): with the apiserver down, only a caller
-// whose allow is still cached gets an answer (the others get HTTP 500
-// "Authorization error"), so check once before the apiserver goes away,
-// and grant nodes/pods rather than only nodes/proxy, or the cached deny
-// of "pods" expires after 30 s into an error that ends the request before
-// "proxy" is asked. The read-only port (plain http, usually 10255,
-// disabled by most distributions) needs no credentials.
-//
-// Failures name the pod and the kubelet: no HTTP answer wraps
-// ErrUnreachable, 401/403 wrap ErrAccessDenied, other statuses quote the
-// start of the body. A nil c, a kubeletURL that is not an absolute http
-// or https URL with a valid host and port (and no query, fragment or user
-// information), an empty namespace or name, or a bad option makes every
-// call fail with a permanent ErrInvalid error naming the argument. A
-// panic in c's transport is recovered and fails the check with a
-// permanent error wrapping ErrPanic. KubeletStaticPodReady does not
-// block; the check is safe for concurrent use if c is, and each call is
-// one request bounded by ctx.
+// Failures of the request name the pod and the kubelet too: no HTTP
+// answer wraps ErrUnreachable, 401/403 wrap ErrAccessDenied, other
+// statuses quote the start of the body. A nil c, a kubeletURL that is not
+// an absolute http or https URL with a valid host and port (and no
+// query, fragment or user information), an empty namespace or name, or a
+// bad option makes every call fail with a permanent ErrInvalid error
+// naming the argument. A panic in c's transport is recovered and fails
+// the check with a permanent error wrapping ErrPanic.
+// KubeletStaticPodReady does not block; the check is safe for concurrent
+// use if c is, and each call is one request bounded by ctx.
 func KubeletStaticPodReady(c *http.Client, kubeletURL, namespace, name string, opts ...PodOption) Check {
 	k := &kubeletPodCheck{c: c, url: kubeletURL, rules: podCheck{ns: namespace, name: name}}
 	const fn = "KubeletStaticPodReady"

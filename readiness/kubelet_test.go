@@ -64,6 +64,12 @@ func kubeletUser(t testing.TB, a *testenv.APIServer, user string) *http.Client {
 // caches a deny for it.
 func bindUser(ctx context.Context, t testing.TB, cs kubernetes.Interface, user, node string, rules []rbacv1.PolicyRule) {
 	t.Helper()
+	bindUserFor(ctx, t, cs, user, node, "pods", rules)
+}
+
+// bindUserFor is bindUser awaiting the allow for nodes/<subresource>.
+func bindUserFor(ctx context.Context, t testing.TB, cs kubernetes.Interface, user, node, subresource string, rules []rbacv1.PolicyRule) {
+	t.Helper()
 	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: user}, Rules: rules}
 	_, err := cs.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -77,13 +83,13 @@ func bindUser(ctx context.Context, t testing.TB, cs kubernetes.Interface, user, 
 	testenv.Eventually(t, 30*time.Second, 50*time.Millisecond, func() error {
 		sar, err := cs.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 			User:               user,
-			ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: "get", Version: "v1", Resource: "nodes", Subresource: "pods", Name: node},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: "get", Version: "v1", Resource: "nodes", Subresource: subresource, Name: node},
 		}}, metav1.CreateOptions{})
 		if err != nil {
 			return err
 		}
 		if !sar.Status.Allowed {
-			return fmt.Errorf("%s may not get nodes/pods %s yet", user, node)
+			return fmt.Errorf("%s may not get nodes/%s %s yet", user, subresource, node)
 		}
 		return nil
 	})
@@ -113,9 +119,11 @@ func kubeletPod(ctx context.Context, t testing.TB, hc *http.Client, kubeletURL, 
 // rewritten; KubeletStaticPodReady, reading the node's own kubelet with a
 // client certificate, first rejects the old pod, then reports the new one
 // Ready with its hash changed — while the apiserver is still down, where
-// StaticPodReady can only say it is unreachable. A caller the kubelet has
-// no cached authorization for gets the kubelet's "Authorization error"
-// meanwhile, as documented.
+// StaticPodReady can only say it is unreachable. Meanwhile, as
+// documented: a caller the kubelet has no cached authorization for gets
+// its "Authorization error"; a caller granted only nodes/proxy gets it
+// too once the kubelet's cached deny of nodes/pods has expired, while the
+// caller granted nodes/pods keeps its answers.
 func TestStaticPodReadyFromKubeletWhileAPIServerDown(t *testing.T) {
 	testenv.AwaitNoLeaks(t)
 	a := testenv.NewAPIServer(t)
@@ -127,12 +135,22 @@ func TestStaticPodReadyFromKubeletWhileAPIServerDown(t *testing.T) {
 	hc := kubeletUser(t, a, user)
 	bindUser(ctx, t, admin, user, n.Name(), kubeletRules(n.Name()))
 
+	// A caller granted only nodes/proxy, which kubelets before 1.33 ask
+	// for.
+	const proxyUser = "kubeboot-proxy-only"
+	proxyOnly := kubeletUser(t, a, proxyUser)
+	bindUserFor(ctx, t, admin, proxyUser, n.Name(), "proxy", []rbacv1.PolicyRule{{
+		APIGroups: []string{""}, Resources: []string{"nodes/proxy"}, Verbs: []string{"get"}, ResourceNames: []string{n.Name()},
+	}})
+
 	// The old pod runs, Ready, seen by both sources. The kubelet check's
-	// answer also puts its allow for user in the kubelet's cache.
+	// answers also put the kubelet's decisions for both callers in its
+	// cache.
 	require.NoError(t, n.WriteStaticPod(staticPod("kube-apiserver", "registry.k8s.io/kube-apiserver:v1.31.8", nil, "")))
 	old := awaitPod(ctx, t, admin, podNS, podName, readyMirror(""))
 	oldHash := old.Annotations[hashAnnotation]
 	require.NoError(t, readiness.Wait(ctx, readiness.KubeletStaticPodReady(hc, n.URL(), podNS, podName, readiness.WithExpectedHash(oldHash))))
+	require.NoError(t, readiness.KubeletStaticPodReady(proxyOnly, n.URL(), podNS, podName, readiness.WithExpectedHash(oldHash)).Check(ctx))
 
 	// The apiserver goes away; the apiserver source cannot answer.
 	require.NoError(t, a.Stop())
@@ -169,11 +187,26 @@ func TestStaticPodReadyFromKubeletWhileAPIServerDown(t *testing.T) {
 	// A caller whose allow the kubelet has not cached cannot be
 	// authorized while the apiserver is down.
 	stranger := kubeletUser(t, a, "kubeboot-stranger")
+	began := time.Now()
 	err = readiness.KubeletStaticPodReady(stranger, n.URL(), podNS, podName).Check(ctx)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "HTTP 500: Authorization error (user=kubeboot-stranger, verb=get, resource=nodes, subresource=pods)")
 	assert.Contains(t, err.Error(), "no cached decision")
-	t.Logf("uncached caller: %v", err)
+	t.Logf("uncached caller, answered in %s: %v", time.Since(began).Round(time.Millisecond), err)
+
+	// Granted only nodes/proxy, a caller loses the kubelet once its
+	// cached deny for "pods" (30 s) has expired: the kubelet's question
+	// about "pods" then fails and ends the request. Granted nodes/pods,
+	// the allow is cached for 5 minutes.
+	testenv.Eventually(t, guard, 500*time.Millisecond, func() error {
+		err := readiness.KubeletStaticPodReady(proxyOnly, n.URL(), podNS, podName).Check(ctx)
+		if err == nil || !strings.Contains(err.Error(), "HTTP 500: Authorization error (user="+proxyUser+", verb=get, resource=nodes, subresource=pods)") {
+			return fmt.Errorf("the nodes/proxy-only caller still gets an answer from the kubelet: %v", err)
+		}
+		return nil
+	})
+	require.NoError(t, readiness.KubeletStaticPodReady(hc, n.URL(), podNS, podName, readiness.WithHashChangedFrom(oldHash)).Check(ctx))
+	require.False(t, a.Running(), "the apiserver is still down")
 }
 
 // KubeletStaticPodReady on a real kubelet under exactly the documented
