@@ -158,8 +158,6 @@ func kubectlDeploymentDone(d *appsv1.Deployment) bool {
 	return s.UpdatedReplicas >= want && s.Replicas <= s.UpdatedReplicas && s.AvailableReplicas >= s.UpdatedReplicas
 }
 
-
-
 // TestRolledOutDaemonSetUpgrade rolls a DaemonSet on the three shared
 // nodes from v1 to v2 (one node at a time). The v2 pods' readiness probe
 // fails at first: Wait holds, naming the counts; once it passes, Wait
