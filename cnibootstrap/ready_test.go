@@ -29,7 +29,7 @@ func addonCRD(group string) *unstructured.Unstructured {
 			"names": map[string]any{"plural": "addons", "singular": "addon", "kind": "AddOn", "listKind": "AddOnList"},
 			"versions": []any{map[string]any{"name": "v1", "served": true, "storage": true,
 				"subresources": map[string]any{"status": map[string]any{}},
-				"schema": map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
+				"schema":       map[string]any{"openAPIV3Schema": map[string]any{"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}},
 		},
 	}}
 }
@@ -49,7 +49,9 @@ func TestObjectReadyKstatus(t *testing.T) {
 	group := ns + ".kubeboot.test"
 	gvr := schema.GroupVersionResource{Group: group, Version: "v1", Resource: "addons"}
 	create(t, env.clients.Dynamic, crdGVR, addonCRD(group))
-	t.Cleanup(func() { _ = env.clients.Dynamic.Resource(crdGVR).Delete(context.Background(), "addons."+group, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = env.clients.Dynamic.Resource(crdGVR).Delete(context.Background(), "addons."+group, metav1.DeleteOptions{})
+	})
 	require.NoError(t, cnibootstrap.Wait(ctx, env.clients, []cnibootstrap.Requirement{cnibootstrap.CRDEstablished{CRD: "addons." + group}}))
 
 	obj := &unstructured.Unstructured{Object: map[string]any{
