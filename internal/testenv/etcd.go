@@ -32,6 +32,9 @@ type clusterConfig struct {
 	dir         string
 	names       []string
 	laxReconfig bool
+	version     string
+	versionSet  bool
+	logf        func(string, ...any)
 }
 
 // WithMembers sets the number of initial voting members (default 1).
@@ -64,14 +67,33 @@ func WithNames(names ...string) ClusterOption {
 	return func(c *clusterConfig) { c.names, c.members = names, len(names) }
 }
 
+// WithEtcdVersion runs every member of the cluster at etcd version v,
+// overriding KUBEBOOT_ETCD_VERSION: EtcdVersion (or its minor, "3.7") starts
+// each member as a process of that etcd server, built like the Kubernetes
+// binaries (EtcdBinary); "embedded" or EmbeddedEtcdVersion keeps them in
+// process. Both kinds offer the same Member API. An unsupported version
+// makes StartCluster fail.
+func WithEtcdVersion(v string) ClusterOption {
+	return func(c *clusterConfig) { c.version, c.versionSet = v, true }
+}
+
+// WithEtcdBuildLog receives progress messages about an etcd server build
+// (process members only).
+func WithEtcdBuildLog(logf func(string, ...any)) ClusterOption {
+	return func(c *clusterConfig) { c.logf = logf }
+}
+
 // WithDir puts the cluster's data, certificates and logs under dir (default:
 // a new temporary directory that Close removes).
 func WithDir(dir string) ClusterOption { return func(c *clusterConfig) { c.dir = dir } }
 
-// Cluster is a set of embedded etcd members on 127.0.0.1. Its methods are
-// safe for concurrent use.
+// Cluster is a set of etcd members on 127.0.0.1: embedded servers, or etcd
+// processes of another version (WithEtcdVersion, KUBEBOOT_ETCD_VERSION), or
+// a mix (WithMemberVersion). Its methods are safe for concurrent use.
 type Cluster struct {
 	cfg     clusterConfig
+	version string // "" for embedded members, else the process version
+	etcdBin string // the process members' binary
 	dir     string
 	ownDir  bool
 	token   string
@@ -86,8 +108,10 @@ type Cluster struct {
 	shared  *clientv3.Client
 }
 
-// Member is one embedded etcd server. Stop, Kill and Restart keep its name,
-// URLs and data directory.
+// Member is one etcd server: embedded in the test process, or an etcd
+// process of another version (see Version) in its own process group with a
+// parent-death signal, logging to LogFile. Stop, Kill and Restart keep its
+// name, URLs and data directory.
 type Member struct {
 	cluster *Cluster
 	// Name is the member's etcd name.
@@ -101,10 +125,17 @@ type Member struct {
 	// LogFile is where its logs go (unless verbose).
 	LogFile string
 
+	version string // "" for embedded, else the etcd process version
+	bin     string // the process's binary
+
 	mu             sync.Mutex
 	etcd           *embed.Etcd
 	initialCluster string
 	state          string
+	proc           *process         // the running etcd process
+	exited         <-chan struct{}  // closed when proc exits
+	id             uint64           // the process member's ID, learnt when it got ready
+	pclient        *clientv3.Client // the process member's own client
 }
 
 // MemberSpec reserves a name and loopback URLs for a member that is yet to
@@ -126,6 +157,20 @@ func StartCluster(ctx context.Context, opts ...ClusterOption) (*Cluster, error) 
 		return nil, fmt.Errorf("testenv: cluster needs at least one member, got %d", cfg.members)
 	}
 	c := &Cluster{cfg: cfg, dir: cfg.dir, verbose: Verbose()}
+	var err error
+	if cfg.versionSet {
+		c.version, err = resolveEtcdVersion(cfg.version)
+	} else {
+		c.version, err = selectedEtcdVersion()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if c.version != "" {
+		if c.etcdBin, err = EtcdBinary(ctx, cfg.logf); err != nil {
+			return nil, err
+		}
+	}
 	if c.dir == "" {
 		d, err := os.MkdirTemp("", "kubeboot-etcd-")
 		if err != nil {
@@ -190,7 +235,7 @@ func (c *Cluster) startInitial(ctx context.Context, attempt int) error {
 		if err != nil {
 			return err
 		}
-		members[i] = c.newMember(spec, fmt.Sprintf("a%d", attempt))
+		members[i] = c.newMember(spec, fmt.Sprintf("a%d", attempt), c.version, c.etcdBin)
 		initial = append(initial, spec.Name+"="+spec.PeerURL)
 	}
 	for _, m := range members {
@@ -231,10 +276,12 @@ func (c *Cluster) NewMemberSpec(name string) (MemberSpec, error) {
 	return MemberSpec{Name: name, PeerURL: c.scheme() + "://" + pa, ClientURL: c.scheme() + "://" + ca}, nil
 }
 
-func (c *Cluster) newMember(spec MemberSpec, suffix string) *Member {
+func (c *Cluster) newMember(spec MemberSpec, suffix, version, bin string) *Member {
 	dir := filepath.Join(c.dir, spec.Name+"-"+suffix)
 	return &Member{
 		cluster:   c,
+		version:   version,
+		bin:       bin,
 		Name:      spec.Name,
 		ClientURL: spec.ClientURL,
 		PeerURL:   spec.PeerURL,
@@ -246,15 +293,37 @@ func (c *Cluster) newMember(spec MemberSpec, suffix string) *Member {
 // StartMember starts a member that the caller has already added to the
 // cluster (MemberAdd or MemberAddAsLearner with spec.PeerURL), with
 // initial-cluster-state=existing and the given initial-cluster string, and
-// waits until it serves clients. See InitialCluster.
-func (c *Cluster) StartMember(ctx context.Context, spec MemberSpec, initialCluster string) (*Member, error) {
+// waits until it serves clients. See InitialCluster. It runs at the
+// cluster's etcd version unless WithMemberVersion says otherwise (building
+// the etcd binary first if a process member needs one). It blocks;
+// cancelling ctx ends the wait with ctx's error and leaves the member
+// started (Kill or Close stops it).
+func (c *Cluster) StartMember(ctx context.Context, spec MemberSpec, initialCluster string, opts ...MemberOption) (*Member, error) {
 	if spec.Name == "" || spec.PeerURL == "" || spec.ClientURL == "" {
 		return nil, fmt.Errorf("testenv: incomplete member spec %+v", spec)
 	}
 	if initialCluster == "" {
 		return nil, fmt.Errorf("testenv: member %s: empty initial-cluster", spec.Name)
 	}
-	m := c.newMember(spec, fmt.Sprintf("j%d", time.Now().UnixNano()))
+	var mc memberConfig
+	for _, o := range opts {
+		if o != nil {
+			o(&mc)
+		}
+	}
+	version, bin := c.version, c.etcdBin
+	if mc.versionSet {
+		var err error
+		if version, err = resolveEtcdVersion(mc.version); err != nil {
+			return nil, fmt.Errorf("testenv: member %s: %w", spec.Name, err)
+		}
+		if version != "" && bin == "" {
+			if bin, err = EtcdBinary(ctx, c.cfg.logf); err != nil {
+				return nil, fmt.Errorf("testenv: member %s: %w", spec.Name, err)
+			}
+		}
+	}
+	m := c.newMember(spec, fmt.Sprintf("j%d", time.Now().UnixNano()), version, bin)
 	m.initialCluster = initialCluster
 	m.state = embed.ClusterStateFlagExisting
 	c.mu.Lock()
@@ -468,10 +537,13 @@ func (m *Member) config() (*embed.Config, error) {
 	return cfg, nil
 }
 
-// launch starts the embedded server without waiting for it to be ready.
+// launch starts the server without waiting for it to be ready.
 func (m *Member) launch() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.isProcess() {
+		return m.launchProcess()
+	}
 	if m.etcd != nil {
 		return fmt.Errorf("testenv: etcd member %s already running", m.Name)
 	}
@@ -491,6 +563,9 @@ func (m *Member) launch() error {
 }
 
 func (m *Member) waitReady(ctx context.Context) error {
+	if m.isProcess() {
+		return m.waitProcessReady(ctx)
+	}
 	m.mu.Lock()
 	e := m.etcd
 	m.mu.Unlock()
@@ -509,10 +584,14 @@ func (m *Member) waitReady(ctx context.Context) error {
 	}
 }
 
-// Running reports whether the member's server is started.
+// Running reports whether the member's server is started (a process that
+// exited by itself counts until Stop or Kill).
 func (m *Member) Running() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.isProcess() {
+		return m.proc != nil && m.proc.running()
+	}
 	return m.etcd != nil
 }
 
@@ -520,22 +599,38 @@ func (m *Member) Running() bool {
 func (m *Member) ID() uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.isProcess() {
+		if m.proc == nil || !m.proc.running() {
+			return 0
+		}
+		return m.id
+	}
 	if m.etcd == nil {
 		return 0
 	}
 	return uint64(m.etcd.Server.MemberID())
 }
 
-// IsLeader reports whether the running member is the raft leader.
+// IsLeader reports whether the running member is the raft leader. For a
+// process member it asks the process (a Status call of at most two seconds;
+// no answer counts as not leading).
 func (m *Member) IsLeader() bool {
+	if m.isProcess() {
+		return m.Running() && m.processIsLeader()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.etcd != nil && m.etcd.Server.Leader() == m.etcd.Server.MemberID()
 }
 
-// Stop stops the member gracefully (a leader hands over leadership first).
-// Stopping a stopped member is a no-op.
+// Stop stops the member gracefully (a leader hands over leadership first;
+// a process member gets SIGTERM, and SIGKILL if it has not exited 15 s
+// later). It blocks until the member has stopped. Stopping a stopped member
+// is a no-op.
 func (m *Member) Stop() error {
+	if m.isProcess() {
+		return m.stopProcess(syscall.SIGTERM)
+	}
 	m.mu.Lock()
 	e := m.etcd
 	m.etcd = nil
@@ -546,8 +641,12 @@ func (m *Member) Stop() error {
 	return nil
 }
 
-// Kill stops the member at once, without coordinating with its peers.
+// Kill stops the member at once, without coordinating with its peers (a
+// process member gets SIGKILL). It blocks until the member has stopped.
 func (m *Member) Kill() error {
+	if m.isProcess() {
+		return m.stopProcess(syscall.SIGKILL)
+	}
 	m.mu.Lock()
 	e := m.etcd
 	m.etcd = nil

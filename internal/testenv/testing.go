@@ -18,11 +18,32 @@ const StartTimeout = 2 * time.Minute
 // NewCluster starts an etcd cluster for the test, with its data in
 // t.TempDir(); cleanup stops it and, if the test failed, logs each member's
 // log tail.
+//
+// Members run as etcd processes when WithEtcdVersion or
+// KUBEBOOT_ETCD_VERSION asks for EtcdVersion; the etcd binary is built (or
+// found) first, outside StartTimeout.
 func NewCluster(t testing.TB, opts ...ClusterOption) *Cluster {
 	t.Helper()
+	opts = append([]ClusterOption{WithDir(t.TempDir()), WithEtcdBuildLog(t.Logf)}, opts...)
+	var cfg clusterConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	version, err := selectedEtcdVersion()
+	if cfg.versionSet {
+		version, err = resolveEtcdVersion(cfg.version)
+	}
+	if err == nil && version != "" {
+		bctx, bcancel := context.WithTimeout(context.Background(), 30*time.Minute)
+		_, err = EtcdBinary(bctx, t.Logf)
+		bcancel()
+	}
+	if err != nil {
+		t.Fatalf("start etcd cluster: %v", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
 	defer cancel()
-	c, err := StartCluster(ctx, append([]ClusterOption{WithDir(t.TempDir())}, opts...)...)
+	c, err := StartCluster(ctx, opts...)
 	if err != nil {
 		t.Fatalf("start etcd cluster: %v", err)
 	}
