@@ -157,4 +157,3 @@ func createAddOn(t *testing.T, ctx context.Context, env nodeEnv, ns, cfgName str
 		_ = env.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(context.Background(), cfgName, metav1.DeleteOptions{})
 	})
 }
-
