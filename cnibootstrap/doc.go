@@ -1,7 +1,13 @@
 // Package cnibootstrap waits until the cluster objects a CNI plugin (or any
 // add-on) needs are really usable: CRDs Established, named objects present
 // and ready, ClusterRoles present with the rules required, and a
-// ServiceAccount's permissions effective.
+// ServiceAccount's permissions effective — and until the add-ons it
+// depends on are rolled out and healthy: Deployments, DaemonSets and
+// StatefulSets rolled out with no old pod left, install Jobs complete (or
+// failed, said at once), Services with ready endpoints, admission webhooks
+// answering, any object ready by kstatus. One waiter, one report, so a
+// distribution can order add-on installs and upgrades ("let one add-on
+// wait for another", rke2 #960) the way it orders a CNI's start.
 //
 // # Why
 //
@@ -15,6 +21,17 @@
 // exists is not yet usable — its Established condition says when it is —
 // and a ClusterRole that exists is not proof that a ServiceAccount may act;
 // a SubjectAccessReview is.
+//
+// The second half is the RKE2 v1.31.4 → v1.31.5 ingress-nginx upgrade
+// (rke2 #7652): the controller was replaced while its default backend was
+// not ready, old and new controllers coexisted, and the trigger — a chart
+// that failed to render — made the helm-install Job crash-loop while
+// everything that waited on it waited for its timeout. The fix is
+// ordering, and each step is a requirement here: RolledOut (the old
+// controller fully gone, not just the new one counted), ServiceReady (the
+// default backend answers), WebhookServing (the admission webhook answers a
+// dry-run, not merely exists with a caBundle), JobComplete (the install
+// Job done, or failing reported as it happens and failed ended at once).
 //
 // # Use
 //
@@ -48,6 +65,35 @@
 //	clusterrole calico-typha: not found;
 //	system:serviceaccount:kube-system:calico-typha cannot list clusterinformations.crd.projectcalico.org
 //
+// For an add-on upgrade, the same waiter orders the steps:
+//
+//	backend := []cnibootstrap.Requirement{
+//		cnibootstrap.RolledOut{Kind: cnibootstrap.Deployment, Namespace: "kube-system", Workload: "default-backend"},
+//		cnibootstrap.ServiceReady{Namespace: "kube-system", Service: "default-backend"},
+//	}
+//	controller := []cnibootstrap.Requirement{
+//		cnibootstrap.JobComplete{Namespace: "kube-system", Job: "helm-install-rke2-ingress-nginx", FailAfter: 3},
+//		cnibootstrap.RolledOut{Kind: cnibootstrap.DaemonSet, Namespace: "kube-system", Workload: "rke2-ingress-nginx-controller"},
+//		cnibootstrap.WebhookServing{Kind: cnibootstrap.ValidatingWebhook, Configuration: "rke2-ingress-nginx-admission",
+//			ProbeGVR: ingresses, Probe: probeIngress},
+//	}
+//
+// # Final failures
+//
+// Some states can never turn into the requirement holding; Wait then
+// returns at once, not at its deadline, an *UnmetError whose Err is a
+// *FailedError naming the object (errors.As), which also wraps ErrFailed
+// (errors.Is). They are: a Job with the Failed or FailureTarget condition,
+// or with JobComplete.FailAfter failures; a Deployment whose Progressing
+// condition says ProgressDeadlineExceeded; an object kstatus computes as
+// Failed (ObjectReady). Everything else waits: a DaemonSet or StatefulSet
+// has no deadline; endpoints and webhooks may start answering at any
+// time; and a CRD whose names are not accepted is not final either — its
+// names are accepted once the CRD that holds them is deleted, which the
+// apiserver does by itself (CRDEstablished reports the conflict while it
+// lasts). Check reports a final failure as the *FailedError in its
+// requirement's Unmet entry.
+//
 // New builds a reusable Waiter whose Check evaluates everything once, for
 // diagnostics. Bad input (nil clients, empty names, a zero
 // GroupVersionResource) is an error wrapping ErrInvalidInput from New,
@@ -57,8 +103,15 @@
 //
 // Wait reacts to events, it does not poll what can be watched. Every
 // object a requirement names is followed with one list and one watch
-// narrowed by a metadata.name field selector, and every event re-evaluates
-// all the requirements. An object whose resource is not served yet (its
+// narrowed by a metadata.name field selector, every set of objects (a
+// workload's or a Job's pods, a Deployment's ReplicaSets, a DaemonSet's
+// ControllerRevisions, a Service's EndpointSlices) with one list and one
+// watch narrowed by a label selector (the workload's own spec.selector,
+// restarted if the workload is replaced by one with another; or
+// kubernetes.io/service-name), and every event re-evaluates all the
+// requirements. The webhook dry-run of WebhookServing cannot be watched:
+// it is re-run when the webhook configuration changes and, while it
+// fails, on the backoff floor. An object whose resource is not served yet (its
 // CRD is missing or not established: the list answers 404) is reported as
 // such while the waiter follows that CRD, narrowed the same way, and its
 // watch starts the moment the CRD is established — no busy loop, and no
@@ -121,9 +174,58 @@
 //     permission); with a Namespace n, also list, watch on roles and
 //     rolebindings in n. Without the watches the reviews are re-run on
 //     the floor only, and the reason says so.
+//   - RolledOut{Kind: k, Namespace: n, Workload: w}: in n, list, watch on
+//     the workload's resource (deployments, daemonsets or statefulsets,
+//     group apps), resourceNames [w]; list, watch on pods (core group);
+//     for a Deployment, list, watch on replicasets (apps); for a
+//     DaemonSet, list, watch on controllerrevisions (apps). The pods,
+//     ReplicaSets and ControllerRevisions are read with a label selector,
+//     which resourceNames cannot narrow: a Role in n is the narrowest.
+//   - JobComplete{Namespace: n, Job: j}: in n, list, watch on jobs (group
+//     batch), resourceNames [j]; list, watch on pods.
+//   - ServiceReady{Namespace: n}: in n, list, watch on endpointslices
+//     (group discovery.k8s.io). The Service itself is not read.
+//   - WebhookServing{Kind: k, Configuration: c, ProbeGVR: g}: list, watch
+//     on validatingwebhookconfigurations or mutatingwebhookconfigurations
+//     (group admissionregistration.k8s.io), resourceNames [c] (a
+//     ClusterRole: they are cluster-scoped); create on g's resource in g's
+//     group, in the probe's namespace (a dry-run: nothing is stored; RBAC
+//     cannot narrow create by name).
+//   - ObjectReady: as ObjectExists.
 //   - Always: get on the non-resource URL /version, for the credential
 //     check, which the default system:public-info-viewer ClusterRole
 //     grants everyone (a 403 there is harmless: only a 401 counts).
+//
+// For the ingress-nginx upgrade above (in kube-system), a Role:
+//
+//	rules:
+//	- apiGroups: [apps]
+//	  resources: [deployments]
+//	  resourceNames: [default-backend]
+//	  verbs: [list, watch]
+//	- apiGroups: [apps]
+//	  resources: [daemonsets]
+//	  resourceNames: [rke2-ingress-nginx-controller]
+//	  verbs: [list, watch]
+//	- apiGroups: [apps]
+//	  resources: [replicasets, controllerrevisions]
+//	  verbs: [list, watch]
+//	- apiGroups: [batch]
+//	  resources: [jobs]
+//	  resourceNames: [helm-install-rke2-ingress-nginx]
+//	  verbs: [list, watch]
+//	- apiGroups: [""]
+//	  resources: [pods]
+//	  verbs: [list, watch]
+//	- apiGroups: [discovery.k8s.io]
+//	  resources: [endpointslices]
+//	  verbs: [list, watch]
+//	- apiGroups: [networking.k8s.io]
+//	  resources: [ingresses]
+//	  verbs: [create]
+//
+// and a ClusterRole with list, watch on validatingwebhookconfigurations,
+// resourceNames [rke2-ingress-nginx-admission].
 //
 // For the Calico case above that is, as a ClusterRole:
 //
@@ -145,4 +247,7 @@
 //
 // CRDs are read through the dynamic client as unstructured objects, so
 // users of this package do not inherit the apiextensions-apiserver module.
+// ObjectReady judges objects with sigs.k8s.io/cli-utils/pkg/kstatus/status
+// (the rules Helm 4 and Flux wait with) rather than re-deriving them; that
+// package imports only k8s.io/apimachinery and k8s.io/api/core/v1.
 package cnibootstrap

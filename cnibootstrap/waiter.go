@@ -166,15 +166,22 @@ func Wait(ctx context.Context, c Clients, reqs []Requirement, opts ...Option) er
 
 // Wait blocks until every requirement holds at the same time and returns
 // nil. It watches what the requirements name, each object with a watch
-// narrowed to its name, and re-evaluates all of them on every event;
-// SubjectAccessReviews and discovery lookups are re-run when RBAC objects
-// or the CRD change, and on the backoff floor (WithBackoff). A review
+// narrowed to its name and each set of objects (pods, EndpointSlices)
+// with a watch narrowed by labels, and re-evaluates all of them on every
+// event; SubjectAccessReviews, discovery lookups and webhook dry-runs are
+// re-run when RBAC objects, the CRD or the webhook configuration change,
+// and on the backoff floor (WithBackoff). A review
 // answered before the latest RBAC change does not count until it is
 // re-run.
 //
 // When ctx ends first, Wait returns promptly an *UnmetError that wraps
 // ctx.Err() (and its cause) and lists every requirement not met, with
-// why. When the apiserver answers one of the waiter's own requests with
+// why. When a requirement fails for good (a Job Failed, a Deployment past
+// its progress deadline, an object kstatus calls Failed: see the package
+// doc's "Final failures"), Wait returns at once an *UnmetError whose Err
+// is that requirement's *FailedError, so errors.Is(err, ErrFailed) and
+// errors.As(err, &failedErr) see it; the WithProgress function has been
+// called with that report first. When the apiserver answers one of the waiter's own requests with
 // 401, Wait returns at once an error wrapping ErrUnauthorized: that
 // includes a credential revoked while every watch is open (its
 // ServiceAccount deleted, say), which open watches do not report; the
