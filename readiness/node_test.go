@@ -101,6 +101,18 @@ func podIsReady(pod *corev1.Pod) bool {
 // ctx's end, with cond's last complaint.
 func awaitPod(ctx context.Context, t testing.TB, cs kubernetes.Interface, ns, name string, cond func(*corev1.Pod) error) *corev1.Pod {
 	t.Helper()
+	pod, _, err := watchPod(ctx, cs, ns, name, nil, cond)
+	if err != nil {
+		t.Fatalf("pod %s/%s: %v", ns, name, err)
+	}
+	return pod
+}
+
+// watchPod lists and watches the pod ns/name until cond accepts it (a nil
+// pod: not found), and returns the pod it accepted and when it received
+// it. listed, if not nil, is closed after the first list. At ctx's end it
+// returns an error with cond's last complaint.
+func watchPod(ctx context.Context, cs kubernetes.Interface, ns, name string, listed chan<- struct{}, cond func(*corev1.Pod) error) (*corev1.Pod, time.Time, error) {
 	selector := fields.OneTermEqualSelector("metadata.name", name).String()
 	last := errors.New("nothing seen yet")
 	for ctx.Err() == nil {
@@ -110,12 +122,16 @@ func awaitPod(ctx context.Context, t testing.TB, cs kubernetes.Interface, ns, na
 			pause(ctx)
 			continue
 		}
+		if listed != nil {
+			close(listed)
+			listed = nil
+		}
 		var pod *corev1.Pod
 		if len(list.Items) > 0 {
 			pod = &list.Items[0]
 		}
 		if last = cond(pod); last == nil {
-			return pod
+			return pod, time.Now(), nil
 		}
 		w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: list.ResourceVersion})
 		if err != nil {
@@ -136,14 +152,14 @@ func awaitPod(ctx context.Context, t testing.TB, cs kubernetes.Interface, ns, na
 				continue
 			}
 			if last = cond(seen); last == nil {
+				at := time.Now()
 				w.Stop()
-				return seen
+				return seen, at, nil
 			}
 		}
 		w.Stop()
 	}
-	t.Fatalf("pod %s/%s: %v (last: %v)", ns, name, ctx.Err(), last)
-	return nil
+	return nil, time.Time{}, fmt.Errorf("%w (last: %v)", ctx.Err(), last)
 }
 
 // readyMirror accepts a Ready, not terminating mirror pod whose hash is
