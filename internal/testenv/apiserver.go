@@ -35,6 +35,7 @@ type apiServerConfig struct {
 	extraArgs   []string
 	dir         string
 	logf        func(string, ...any)
+	version     string
 }
 
 // WithEtcd runs the apiserver against an existing cluster instead of a
@@ -57,6 +58,15 @@ func WithExtraArgs(args ...string) APIServerOption {
 // new temporary directory that Close removes).
 func WithAPIServerDir(dir string) APIServerOption { return func(o *apiServerConfig) { o.dir = dir } }
 
+// WithKubernetesVersion runs kube-apiserver at version v (one of
+// KubernetesVersions, or its minor) instead of the selected one
+// (SelectedKubernetesVersion); StartAPIServer fails for an unsupported
+// version. KUBEBOOT_KUBE_APISERVER is used only when v is the selected
+// version; otherwise v's cached build is (built first if needed).
+func WithKubernetesVersion(v string) APIServerOption {
+	return func(o *apiServerConfig) { o.version = v }
+}
+
 // WithBuildLog receives progress messages about a kube-apiserver build.
 func WithBuildLog(logf func(string, ...any)) APIServerOption {
 	return func(o *apiServerConfig) { o.logf = logf }
@@ -74,6 +84,7 @@ type APIServer struct {
 	ownEtcd bool
 	args    []string
 	host    string
+	version string
 	ca      *CA
 	token   string
 	// LogFile receives the process's stdout and stderr.
@@ -91,11 +102,18 @@ func StartAPIServer(ctx context.Context, opts ...APIServerOption) (_ *APIServer,
 	for _, o := range opts {
 		o(&cfg)
 	}
-	bin, err := KubeAPIServerBinary(ctx, cfg.logf)
+	version := cfg.version
+	if version == "" {
+		if version, err = SelectedKubernetesVersion(); err != nil {
+			return nil, err
+		}
+	}
+	bin, err := ComponentBinaryVersion(ctx, kubeAPIServer.name, version, cfg.logf)
 	if err != nil {
 		return nil, err
 	}
-	a := &APIServer{cfg: cfg, bin: bin, dir: cfg.dir, etcd: cfg.etcd}
+	version, _ = resolveKubernetesVersion(version) // ComponentBinaryVersion accepted it
+	a := &APIServer{cfg: cfg, bin: bin, dir: cfg.dir, etcd: cfg.etcd, version: version}
 	if a.dir == "" {
 		if a.dir, err = os.MkdirTemp("", "kubeboot-apiserver-"); err != nil {
 			return nil, err
@@ -120,6 +138,12 @@ func StartAPIServer(ctx context.Context, opts ...APIServerOption) (_ *APIServer,
 	}
 	return a, a.Start(ctx)
 }
+
+// KubernetesVersion returns the Kubernetes version a runs (as in
+// KubernetesVersions); StartControlPlane and StartNode run their
+// components at the same version, so no kubelet is newer than its
+// apiserver.
+func (a *APIServer) KubernetesVersion() string { return a.version }
 
 func (a *APIServer) prepare() error {
 	ca, err := NewCA(a.dir)

@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,4 +60,33 @@ func TestAPIServerServiceAccountRBAC(t *testing.T) {
 		_, err := dyn.Resource(crds).List(ctx, metav1.ListOptions{})
 		return err
 	})
+}
+
+// TestAPIServerVersions starts every supported kube-apiserver version (each
+// one's cached build; KUBEBOOT_KUBE_APISERVER only stands in for the
+// selected one) and checks that /version reports exactly that version and
+// that it serves.
+func TestAPIServerVersions(t *testing.T) {
+	for _, v := range KubernetesVersions() {
+		t.Run(v, func(t *testing.T) {
+			a := NewAPIServer(t, WithKubernetesVersion(v))
+			require.Equal(t, v, a.KubernetesVersion())
+			cs, err := a.Clientset()
+			require.NoError(t, err)
+			info, err := cs.Discovery().ServerVersion()
+			require.NoError(t, err)
+			require.Equal(t, v, info.GitVersion)
+			parts := strings.Split(strings.TrimPrefix(v, "v"), ".")
+			require.Equal(t, parts[0], info.Major)
+			require.Equal(t, parts[1], info.Minor)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "version", Namespace: "default"}, Data: map[string]string{"v": v}}
+			_, err = cs.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{})
+			require.NoError(t, err)
+		})
+	}
+	_, err := StartAPIServer(context.Background(), WithKubernetesVersion("v1.20.0"))
+	require.ErrorContains(t, err, "v1.20.0")
 }

@@ -73,8 +73,9 @@ type ControlPlane struct {
 	schedArgs []string
 }
 
-// StartControlPlane builds or finds the two binaries (see
-// KubeControllerManagerBinary), starts them against a, and waits until the
+// StartControlPlane builds or finds the two binaries at a's Kubernetes
+// version (see KubeControllerManagerBinary and APIServer.KubernetesVersion),
+// starts them against a, and waits until the
 // controller-manager's controllers run (it publishes kube-root-ca.crt into a
 // new namespace). The scheduler serves nothing to wait on: it schedules
 // pods once its informers have synced, well under a second after start.
@@ -90,11 +91,11 @@ func StartControlPlane(ctx context.Context, a *APIServer, opts ...ControlPlaneOp
 			o(&cfg)
 		}
 	}
-	cmBin, err := KubeControllerManagerBinary(ctx, cfg.logf)
+	cmBin, err := kubeControllerManager.binaryVersion(ctx, a.KubernetesVersion(), cfg.logf)
 	if err != nil {
 		return nil, err
 	}
-	schedBin, err := KubeSchedulerBinary(ctx, cfg.logf)
+	schedBin, err := kubeScheduler.binaryVersion(ctx, a.KubernetesVersion(), cfg.logf)
 	if err != nil {
 		return nil, err
 	}

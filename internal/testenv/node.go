@@ -97,8 +97,9 @@ type Node struct {
 
 var nodeNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$`)
 
-// StartNode builds or finds the hollow-kubelet binary (see
-// HollowKubeletBinary), starts a node named name against a, and waits until
+// StartNode builds or finds the hollow-kubelet binary at a's Kubernetes
+// version (see HollowKubeletBinary and APIServer.KubernetesVersion; a
+// kubelet is never newer than its apiserver), starts a node named name against a, and waits until
 // its ports answer and its Node object is Ready. It blocks; cancelling ctx
 // ends the wait, stops the node and returns ctx's error. A nil a, or a name
 // that is not a valid node name, is an error.
@@ -135,7 +136,7 @@ func StartNodes(ctx context.Context, a *APIServer, names []string, opts ...NodeO
 			o(&cfg)
 		}
 	}
-	bin, err := HollowKubeletBinary(ctx, cfg.logf)
+	bin, err := hollowKubelet.binaryVersion(ctx, a.KubernetesVersion(), cfg.logf)
 	if err != nil {
 		return nil, err
 	}
