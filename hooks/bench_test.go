@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr/funcr"
+
 	"github.com/kubeboot/kubeboot/hooks"
 )
 
@@ -55,8 +57,11 @@ func (g benchDAG) sum() time.Duration {
 }
 
 // runner builds a Runner over g whose hooks call run(i).
-func (g benchDAG) runner(b *testing.B, run func(i int)) *hooks.Runner {
-	var r hooks.Runner
+func (g benchDAG) runner(b *testing.B, run func(i int), opts ...hooks.Option) *hooks.Runner {
+	r, err := hooks.New(opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
 	hs := make([]hooks.Hook, len(g.deps))
 	for i, deps := range g.deps {
 		hs[i] = hooks.Hook{Name: hookName(i), Run: func(context.Context) error { run(i); return nil }}
@@ -67,14 +72,14 @@ func (g benchDAG) runner(b *testing.B, run func(i int)) *hooks.Runner {
 	if err := r.Add(hs...); err != nil {
 		b.Fatal(err)
 	}
-	return &r
+	return r
 }
 
 // BenchmarkRunner1000 measures the runner over a 1,000-hook random DAG:
 //
 //   - noop: hooks that return at once; ns/hook is the scheduling overhead
 //     per hook (release, goroutine, state, report), Runner construction
-//     excluded.
+//     excluded. noop-callbacks adds an observer, a clock and a logger.
 //   - sleep: hooks that sleep 5-15 ms; wall/critical-path is the run's wall
 //     time over the graph's critical path (1.00 is ideal), and
 //     wall/slept-critical-path the same over the critical path of the
@@ -87,18 +92,29 @@ func BenchmarkRunner1000(b *testing.B) {
 	const n = 1000
 	noop := func(int) {}
 
-	b.Run("noop", func(b *testing.B) {
+	noopRun := func(b *testing.B, opts ...hooks.Option) {
 		g := newBenchDAG(n, time.Millisecond, 2*time.Millisecond)
 		b.ReportAllocs()
 		for range b.N {
 			b.StopTimer()
-			r := g.runner(b, noop)
+			r := g.runner(b, noop, opts...)
 			b.StartTimer()
 			if err := r.Run(context.Background()); err != nil {
 				b.Fatal(err)
 			}
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/hook")
+	}
+	b.Run("noop", func(b *testing.B) { noopRun(b) })
+	// noop-callbacks: the same with an observer, a clock and a logger at
+	// V(1), each call of which runs on a goroutine of its own (so that a
+	// panic or runtime.Goexit in it is contained); beside noop, it is the
+	// cost of that containment.
+	b.Run("noop-callbacks", func(b *testing.B) {
+		noopRun(b,
+			hooks.WithObserver(func(hooks.Event) {}),
+			hooks.WithClock(time.Now),
+			hooks.WithLogger(funcr.New(func(string, string) {}, funcr.Options{Verbosity: 1})))
 	})
 
 	g := newBenchDAG(n, 5*time.Millisecond, 15*time.Millisecond)

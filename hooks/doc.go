@@ -59,6 +59,7 @@
 // — the hook fails with ErrAbandoned and its goroutine, left running the
 // hook's function, is the only one that may outlive Run. Every user
 // callback (Run, Gate, Retry and its policy, the observer, the clock, the
-// logger) is contained: a panic fails its hook or is reported, and never
-// reaches the caller or kills the process.
+// logger, the methods of errors hooks return) is contained: a panic, or
+// runtime.Goexit, fails its hook or is reported, and never reaches the
+// caller, kills the process, or leaves a lock of the Runner held.
 package hooks

@@ -53,10 +53,11 @@ var (
 	ErrNotDone = errors.New("not done")
 
 	// ErrPanic is wrapped by the error of a user callback that panicked
-	// (or called runtime.Goexit): a hook's Run, Gate or Retry factory,
-	// its policy's Reset or NextBackOff — these fail the hook, without a
-	// retry — and the observer, clock or logger, whose panics are
-	// recovered, logged where possible, and listed in
+	// (or called runtime.Goexit, which is handled as a panic): a hook's
+	// Run, Gate or Retry factory, its policy's Reset or NextBackOff, or
+	// the Is, As or Unwrap method of an error its Run returned — these
+	// fail the hook, without a retry — and the observer, clock or logger,
+	// whose panics are recovered, logged where possible, and listed in
 	// Report.CallbackErrs while the run goes on. When the panic value is
 	// an error, errors.Is and errors.As see it too.
 	ErrPanic = errors.New("panicked")
@@ -115,15 +116,18 @@ type RunError struct {
 
 // Error counts the hooks that did not succeed, says why the run stopped
 // early (if it did), and lists each such hook with its error, in the
-// order the hooks were added.
+// order the hooks were added. It calls the Error methods of Cause (unless
+// a hook aborted the run) and of the hooks' errors, and no other method of
+// theirs.
 func (e *RunError) Error() string {
 	var b strings.Builder
 	bad := e.unsuccessful()
 	fmt.Fprintf(&b, "hooks: %d of %d hooks did not succeed", len(bad), len(e.Report.Hooks))
 	if e.Cause != nil {
-		var he *HookError
-		if errors.Is(e.Cause, ErrAborted) && errors.As(e.Cause, &he) {
-			fmt.Fprintf(&b, " (run aborted by hook %q)", he.Hook)
+		// A type check, not errors.Is: Cause may be the caller's error,
+		// whose Is or Unwrap method may panic.
+		if ae, ok := e.Cause.(*abortError); ok {
+			fmt.Fprintf(&b, " (run aborted by hook %q)", ae.he.Hook)
 		} else {
 			fmt.Fprintf(&b, " (run stopped: %v)", e.Cause)
 		}

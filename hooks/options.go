@@ -44,16 +44,16 @@ func WithConcurrency(n int) Option {
 	}
 }
 
-// WithObserver has the Runner call f with every Event of the run. Calls are
-// made from the Runner's goroutines, one at a time (never concurrently),
-// in causal order: a hook's own events in order, a hook's EventSucceeded
-// before any event of a hook it released, and a hook's EventFailed before
-// the skips and cancellations it caused. f must not block for long: the
-// hook that emitted the event, and any other hook with an event to emit,
-// waits for it. f may call the Runner's Check and Report methods. A panic
-// in f is recovered: it is logged, listed in Report.CallbackErrs, and the
-// run goes on (f is called again for the next event). A nil f is an error
-// wrapping ErrInvalidInput.
+// WithObserver has the Runner call f with every Event of the run. Each call
+// is made on a goroutine the Runner starts for it, one at a time (never
+// concurrently), in causal order: a hook's own events in order, a hook's
+// EventSucceeded before any event of a hook it released, and a hook's
+// EventFailed before the skips and cancellations it caused. f must not
+// block for long: the hook that emitted the event, and any other hook with
+// an event to emit, waits for it. f may call the Runner's Check, Report
+// and Plan methods. A panic in f, or runtime.Goexit, is recovered: it is
+// logged, listed in Report.CallbackErrs, and the run goes on (f is called
+// again for the next event). A nil f is an error wrapping ErrInvalidInput.
 func WithObserver(f func(Event)) Option {
 	return func(o *options) error {
 		if f == nil {
@@ -67,9 +67,13 @@ func WithObserver(f func(Event)) Option {
 // WithLogger sets the logger the Runner logs hook progress to, and that
 // each attempt's context carries (logr.FromContext) with the hook's name.
 // Without it, the logger of Run's context is used, if any. The zero
-// Logger discards. A panic in the logger's sink is recovered and listed in
-// Report.CallbackErrs. A Logger whose sink is a typed nil (a nil pointer
-// in the LogSink interface) is an error wrapping ErrInvalidInput.
+// Logger discards. Every call of the logger's sink, the Runner's and the
+// hooks' through their context's logger, is made on a goroutine of its
+// own, so that a panic in the sink, or runtime.Goexit, can be recovered
+// and listed in Report.CallbackErrs while the run goes on; call-site
+// information a sink reads from the stack (logr's call depth) therefore
+// does not name the caller. A Logger whose sink is a typed nil (a nil
+// pointer in the LogSink interface) is an error wrapping ErrInvalidInput.
 func WithLogger(l logr.Logger) Option {
 	return func(o *options) error {
 		if sink := l.GetSink(); sink != nil && isNil(sink) {
@@ -82,9 +86,12 @@ func WithLogger(l logr.Logger) Option {
 
 // WithClock sets the clock used for event timestamps and report durations
 // (not for timeouts or retry delays, which are real time). Tests use it
-// for reproducible reports. The Runner calls now while holding its lock:
-// now must not call the Runner. A panic in now is recovered, the real
-// clock stands in for that reading, and the panic is listed in
+// for reproducible reports. The Runner calls now one call at a time
+// (never concurrently), each on a goroutine of its own, holding no lock
+// but the one that serializes the calls: now may call the Runner's Add,
+// Check and Plan, but must not call Run or Report, which may wait for that
+// lock. A panic in now, or runtime.Goexit, is recovered, the real clock
+// stands in for that reading, and the panic is listed in
 // Report.CallbackErrs. A nil now is an error wrapping ErrInvalidInput.
 func WithClock(now func() time.Time) Option {
 	return func(o *options) error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -22,7 +21,9 @@ import (
 // Use New, or the zero Runner, which has the default options. A Runner is
 // goroutine-safe: Add, Check, Report and Plan may be called at any time
 // from any goroutine, including from hooks and from the observer (Add then
-// fails with ErrStarted).
+// fails with ErrStarted), and Add, Check and Plan from the clock set
+// WithClock. The Runner calls no user code while it holds a lock of its
+// own, except on another goroutine and with the lock released by defer.
 type Runner struct {
 	opts options
 
@@ -42,7 +43,11 @@ type Runner struct {
 	done   bool
 
 	events []Event    // guarded by mu: recorded, not yet emitted
-	obsMu  sync.Mutex // serializes observer calls; taken before mu
+	obsMu  sync.Mutex // serializes observer calls; taken before clockMu
+
+	// clockMu serializes the readings of a clock set WithClock with the
+	// state changes they stamp (see record); taken before mu.
+	clockMu sync.Mutex
 
 	cb contained // panics of the observer, clock and logger
 }
@@ -141,12 +146,20 @@ func (r *Runner) Add(hooks ...Hook) error {
 // returned (or been abandoned). A hook stopped before its first attempt is
 // Canceled with Attempts 0.
 //
-// Every user callback Run calls is contained: a panic (or runtime.Goexit)
-// in a hook's Run, Gate or Retry factory, or in its policy's Reset or
-// NextBackOff, fails that hook without a retry, with an error wrapping
+// Every user callback Run calls is contained, and runtime.Goexit in one
+// (t.FailNow, say) is handled as a panic: a panic in a hook's Run, Gate or
+// Retry factory, in its policy's Reset or NextBackOff, or in the Is, As
+// or Unwrap method of an error its Run returned (which the Runner calls to
+// tell a permanent error or a timeout), fails that hook without a retry
+// (or cancels it, if the run has stopped), with an error wrapping
 // ErrPanic; a panic in the observer, the clock or the logger is recovered
-// and listed in Report.CallbackErrs. None of them reaches the caller's
-// goroutine or kills the process.
+// and listed in Report.CallbackErrs, and the run goes on. The Runner calls
+// no other method of a caller's error (a hook's, or the cause of ctx)
+// itself: the errors it makes wrap them unformatted, and only the
+// logger's sink (whose panics are the logger's) and Check (see Check)
+// format them. None of these callbacks
+// reaches the caller's goroutine, kills the process, or leaves a lock of
+// the Runner held.
 //
 // Run returns nil if every hook succeeded, and otherwise a *RunError that
 // lists every failed hook with its error, every skipped hook with the
@@ -161,36 +174,46 @@ func (r *Runner) Run(ctx context.Context) error {
 	if isNil(ctx) {
 		return fmt.Errorf("hooks: %w: Run: nil context", ErrInvalidInput)
 	}
-	r.mu.Lock()
-	if r.graph != nil {
-		r.mu.Unlock()
+	if r.started() {
+		// Before any user code: a clock or observer that calls Run gets
+		// its answer without waiting for a lock held for it.
 		return fmt.Errorf("hooks: Run: %w", ErrStarted)
 	}
-	g, err := newGraph(r.hooks)
-	if err != nil {
-		r.mu.Unlock()
-		return err
-	}
+	// The user code of starting a run — ctx's methods, the logger sink's —
+	// runs here, before any lock is taken.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	r.graph, r.cancel = g, cancel
-	r.st = make([]hookState, len(r.hooks))
-	if r.opts.concurrency > 0 {
-		r.sem = semaphore.NewWeighted(int64(r.opts.concurrency))
-	}
 	log := logr.FromContextOrDiscard(ctx)
 	if r.opts.logger != nil {
 		log = *r.opts.logger
 	}
-	r.log = safeLogger(log, func(v any) { r.cb.note("logger", v) })
-	r.start = r.now()
-	for i := range r.st {
-		r.st[i].waiting = len(g.deps[i])
-		if r.st[i].waiting == 0 {
-			r.releaseLocked(ctx, i)
+	log = safeLogger(log, func(v any) { r.cb.note("logger", v) })
+	var err error
+	r.record(func(now time.Time) {
+		if r.graph != nil {
+			err = fmt.Errorf("hooks: Run: %w", ErrStarted)
+			return
 		}
+		var g *graph
+		if g, err = newGraph(r.hooks); err != nil {
+			return
+		}
+		r.graph, r.cancel, r.log = g, cancel, log
+		r.st = make([]hookState, len(r.hooks))
+		if r.opts.concurrency > 0 {
+			r.sem = semaphore.NewWeighted(int64(r.opts.concurrency))
+		}
+		r.start = now
+		for i := range r.st {
+			r.st[i].waiting = len(g.deps[i])
+			if r.st[i].waiting == 0 {
+				r.releaseLocked(ctx, i, now)
+			}
+		}
+	})
+	if err != nil {
+		return err
 	}
-	r.mu.Unlock()
 
 	r.log.V(1).Info("hook run started", "hooks", len(r.hooks))
 	// The workers return no error: outcomes are recorded in r.st.
@@ -202,25 +225,26 @@ func (r *Runner) Run(ctx context.Context) error {
 // the report, and builds Run's result.
 func (r *Runner) conclude(ctx context.Context) error {
 	var cause error
-	r.mu.Lock()
-	if ctx.Err() != nil {
-		cause = context.Cause(ctx)
-	}
-	for i := range r.st {
-		if r.st[i].state.final() {
-			continue
+	var rep Report
+	r.record(func(now time.Time) {
+		if ctx.Err() != nil {
+			cause = context.Cause(ctx)
 		}
-		// Only hooks whose dependencies never all succeeded get here:
-		// every released hook is settled by its own goroutine.
-		why := ctx.Err()
-		if why == nil {
-			why = errors.New("internal error: hook never released")
+		for i := range r.st {
+			if r.st[i].state.final() {
+				continue
+			}
+			// Only hooks whose dependencies never all succeeded get here:
+			// every released hook is settled by its own goroutine.
+			why := ctx.Err()
+			if why == nil {
+				why = errors.New("internal error: hook never released")
+			}
+			r.endLocked(i, Canceled, &notFinishedError{r.statusLocked(i), why}, now)
 		}
-		r.endLocked(i, Canceled, fmt.Errorf("%s: %w", r.describeLocked(i), why))
-	}
-	r.end, r.done = r.now(), true
-	rep := r.reportLocked()
-	r.mu.Unlock()
+		r.end, r.done = now, true
+		rep = r.reportLocked(now)
+	})
 	r.emit()
 
 	for _, h := range rep.Hooks {
@@ -236,18 +260,39 @@ func (r *Runner) conclude(ctx context.Context) error {
 
 // Report returns a snapshot of the run: complete once Run has returned,
 // partial while it runs, and every hook Pending before. It does not block
-// (beyond a short lock) and is goroutine-safe. A nil *Runner has an empty
+// (beyond a short lock, and while the run is in progress a reading of the
+// clock set WithClock) and is goroutine-safe. A nil *Runner has an empty
 // Report.
 func (r *Runner) Report() Report {
 	if r == nil {
 		return Report{}
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.reportLocked()
+	var rep Report
+	if func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.graph != nil && !r.done {
+			return false // in progress: Duration needs the clock
+		}
+		rep = r.reportLocked(time.Time{})
+		return true
+	}() {
+		return rep
+	}
+	r.record(func(now time.Time) { rep = r.reportLocked(now) })
+	return rep
 }
 
-func (r *Runner) reportLocked() Report {
+// started reports whether Run has started.
+func (r *Runner) started() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.graph != nil
+}
+
+// reportLocked builds the report; now is the clock's reading, used for the
+// duration of a run in progress.
+func (r *Runner) reportLocked(now time.Time) Report {
 	rep := Report{Hooks: make([]HookReport, len(r.hooks))}
 	for i, h := range r.hooks {
 		hr := HookReport{Name: h.Name}
@@ -262,7 +307,7 @@ func (r *Runner) reportLocked() Report {
 	if r.graph != nil {
 		end := r.end
 		if !r.done {
-			end = r.now()
+			end = now
 		}
 		rep.Duration = end.Sub(r.start)
 		rep.CriticalPath = criticalPath(r.graph, r.hooks, r.st)
@@ -271,26 +316,26 @@ func (r *Runner) reportLocked() Report {
 	return rep
 }
 
-// now reads the Runner's clock. A panic in a clock set WithClock is
-// recorded and the real clock stands in.
-func (r *Runner) now() (t time.Time) {
+// now reads the clock set WithClock, or the real clock, on a goroutine of
+// its own (see record, its only caller, which holds clockMu). A panic in
+// the clock, or runtime.Goexit, is recorded and the real clock stands in.
+func (r *Runner) now() time.Time {
 	if r.opts.now == nil {
 		return time.Now()
 	}
-	defer func() {
-		if v := recover(); v != nil {
-			r.cb.note("clock", v)
-			t = time.Now()
-		}
-	}()
-	return r.opts.now()
+	var t time.Time
+	if f := isolate(func() { t = r.opts.now() }); f != nil {
+		r.cb.note("clock", f.value)
+		return time.Now()
+	}
+	return t
 }
 
 // emit hands the recorded events to the observer, one call at a time and
 // in the order they were recorded, and returns once the events its caller
 // recorded have been handed over, by this call or by another that held
-// obsMu first. It must be called without r.mu held: the observer may call
-// Check or Report.
+// obsMu first. It must be called without mu or clockMu held: the observer
+// may call Check or Report.
 func (r *Runner) emit() {
 	if r.opts.observer == nil {
 		return
@@ -298,10 +343,7 @@ func (r *Runner) emit() {
 	r.obsMu.Lock()
 	defer r.obsMu.Unlock()
 	for {
-		r.mu.Lock()
-		evs := r.events
-		r.events = nil
-		r.mu.Unlock()
+		evs := r.takeEvents()
 		if len(evs) == 0 {
 			return
 		}
@@ -311,16 +353,23 @@ func (r *Runner) emit() {
 	}
 }
 
-// observe hands ev to the observer, recovering (logging and recording) a
-// panic so that the run goes on.
+// takeEvents returns the events recorded and not yet emitted.
+func (r *Runner) takeEvents() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	evs := r.events
+	r.events = nil
+	return evs
+}
+
+// observe hands ev to the observer on a goroutine of its own, recovering
+// (logging and recording) a panic or runtime.Goexit so that the run goes
+// on.
 func (r *Runner) observe(ev Event) {
-	defer func() {
-		if v := recover(); v != nil {
-			err := r.cb.note("observer", v)
-			r.log.Error(err, "observer panicked; the run goes on", "hook", ev.Hook, "event", ev.Kind.String(), "stack", string(debug.Stack()))
-		}
-	}()
-	r.opts.observer(ev)
+	if f := isolate(func() { r.opts.observer(ev) }); f != nil {
+		err := r.cb.note("observer", f.value)
+		r.log.Error(err, "observer panicked; the run goes on", "hook", ev.Hook, "event", ev.Kind.String(), "stack", string(f.stack))
+	}
 }
 
 func hookNames(hooks []Hook) string {

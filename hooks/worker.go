@@ -27,10 +27,13 @@ func (r *Runner) work(ctx context.Context, i int) {
 	attempt := 0
 	settled, holding := false, false
 	defer func() {
-		// The user callbacks called here are contained one by one; this
-		// is the last line, for whatever user code runs on this
-		// goroutine unforeseen (an error's Unwrap or As method, say), and
-		// for runtime.Goexit, which unwinds through here without a value.
+		// The user callbacks called here run on goroutines of their own
+		// (call, isolate); this is the last line, for the user code that
+		// runs on this goroutine: the Is, As and Unwrap methods of an
+		// error a hook's Run returned, which errors.Is and errors.As call
+		// (the errors made here wrap it with wrapf, calling no Error
+		// method). A panic there, or runtime.Goexit, which unwinds through
+		// here without a value, fails the hook. No lock is held here.
 		v := recover()
 		if holding {
 			r.sem.Release(1)
@@ -42,11 +45,11 @@ func (r *Runner) work(ctx context.Context, i int) {
 			}
 			return
 		}
-		err := errGoexit
-		if v != nil {
-			err = &panicError{what: "a callback of the hook", value: v}
-			r.log.Error(err, "panic recovered", "hook", h.Name, "stack", string(debug.Stack()))
+		if v == nil {
+			v = goexit{}
 		}
+		err := &panicError{what: "a callback of the hook", value: v}
+		r.log.Error(err, "panic recovered", "hook", h.Name, "stack", string(debug.Stack()))
 		r.settle(ctx, i, attempt, err)
 	}()
 	finish := func(err error) {
@@ -57,7 +60,7 @@ func (r *Runner) work(ctx context.Context, i int) {
 	// notStarted finishes the hook, Canceled, without calling Run for
 	// attempt: the run stopped before it could start.
 	notStarted := func(why error) {
-		err := fmt.Errorf("attempt %d not started: %w", attempt, why)
+		err := wrapf("attempt %d not started: %w", attempt, why)
 		attempt-- // Run was not called
 		finish(err)
 	}
@@ -80,7 +83,7 @@ func (r *Runner) work(ctx context.Context, i int) {
 			r.spent(i, actGate, t0)
 			if err != nil {
 				attempt-- // Run was not called
-				finish(fmt.Errorf("gate: %w", err))
+				finish(wrapf("gate: %w", err))
 				return
 			}
 		}
@@ -90,7 +93,7 @@ func (r *Runner) work(ctx context.Context, i int) {
 				if why := stopped(ctx); why != nil {
 					err = why
 				}
-				notStarted(fmt.Errorf("waiting for a concurrency slot: %w", err))
+				notStarted(wrapf("waiting for a concurrency slot: %w", err))
 				return
 			}
 			holding = true
@@ -126,7 +129,7 @@ func (r *Runner) work(ctx context.Context, i int) {
 			finish(errGoexit)
 			return
 		}
-		err = fmt.Errorf("attempt %d: %w", attempt, out.err)
+		err = wrapf("attempt %d: %w", attempt, out.err)
 		if out.abandoned {
 			// Its goroutine still runs Run: no second attempt beside it.
 			finish(err)
@@ -146,7 +149,7 @@ func (r *Runner) work(ctx context.Context, i int) {
 		}
 		r.retrying(i, attempt, err, delay)
 		if !sleep(ctx, delay) {
-			finish(fmt.Errorf("waiting to retry after %w: %w", err, stopped(ctx)))
+			finish(wrapf("waiting to retry after %w: %w", err, stopped(ctx)))
 			return
 		}
 	}
@@ -177,7 +180,7 @@ func (r *Runner) attempt(ctx context.Context, h *Hook) outcome {
 		// done, yet the attempt took longer than Timeout allows.
 		out.err = fmt.Errorf("%w after %v: Run returned nil after its deadline (it ignored its context)", ErrTimeout, h.Timeout)
 	case out.err != nil && out.err != errGoexit && actx.Err() != nil:
-		out.err = fmt.Errorf("%w after %v: %w", ErrTimeout, h.Timeout, out.err)
+		out.err = wrapf("%w after %v: %w", ErrTimeout, h.Timeout, out.err)
 	}
 	return out
 }
@@ -229,50 +232,56 @@ func (r *Runner) call(ctx context.Context, hook, what string, f func(context.Con
 		return out
 	case <-t.C:
 	}
-	err := fmt.Errorf("%s %w: still running %v after its context ended: %w", what, ErrAbandoned, grace, stopped(ctx))
+	err := wrapf("%s %w: still running %v after its context ended: %w", what, ErrAbandoned, grace, stopped(ctx))
 	r.log.Error(err, "hook abandoned; its goroutine is left running", "hook", hook, "in", what)
 	return outcome{err: err, abandoned: true}
 }
 
 // retryPolicy returns h's fresh, reset backoff policy, or one that never
 // retries if h has no Retry factory or it returns nil. A typed-nil policy
-// is an error wrapping ErrInvalidHook; a panic in the factory or in Reset
-// one wrapping ErrPanic.
-func (r *Runner) retryPolicy(h *Hook) (b backoff.BackOff, err error) {
+// is an error wrapping ErrInvalidHook; a panic (or runtime.Goexit) in the
+// factory or in Reset, which run on a goroutine of their own, one wrapping
+// ErrPanic.
+func (r *Runner) retryPolicy(h *Hook) (backoff.BackOff, error) {
 	if h.Retry == nil {
 		return &backoff.StopBackOff{}, nil
 	}
+	var b backoff.BackOff
 	what := "Retry"
-	defer func() {
-		if v := recover(); v != nil {
-			b, err = nil, &panicError{what: what, value: v}
-			r.log.Error(err, "hook's retry policy panicked", "hook", h.Name, "stack", string(debug.Stack()))
+	if f := isolate(func() {
+		if b = h.Retry(); !isNil(b) {
+			what = "the Retry policy's Reset"
+			b.Reset()
 		}
-	}()
-	b = h.Retry()
+	}); f != nil {
+		err := &panicError{what: what, value: f.value}
+		r.log.Error(err, "hook's retry policy panicked", "hook", h.Name, "stack", string(f.stack))
+		return nil, err
+	}
 	switch {
 	case b == nil:
 		return &backoff.StopBackOff{}, nil
 	case isNil(b):
 		return nil, fmt.Errorf("%w: hook %q: Retry returned a nil %T", ErrInvalidHook, h.Name, b)
 	}
-	what = "the Retry policy's Reset"
-	b.Reset()
 	return b, nil
 }
 
-// nextBackOff asks policy for the delay before the next attempt. A panic in
-// NextBackOff ends the retries: it returns backoff.Stop and attemptErr
-// joined with the panic.
-func (r *Runner) nextBackOff(h *Hook, policy backoff.BackOff, attemptErr error) (d time.Duration, err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			perr := &panicError{what: "the Retry policy's NextBackOff", value: v}
-			r.log.Error(perr, "hook's retry policy panicked", "hook", h.Name, "stack", string(debug.Stack()))
-			d, err = backoff.Stop, fmt.Errorf("%w; no retry: %w", attemptErr, perr)
-		}
-	}()
-	return policy.NextBackOff(), attemptErr
+// nextBackOff asks policy for the delay before the next attempt, on a
+// goroutine of its own. A panic (or runtime.Goexit) in NextBackOff ends
+// the retries: it returns backoff.Stop and attemptErr joined with the
+// panic.
+func (r *Runner) nextBackOff(h *Hook, policy backoff.BackOff, attemptErr error) (time.Duration, error) {
+	if _, never := policy.(*backoff.StopBackOff); never {
+		return backoff.Stop, attemptErr // the backoff package's, not user code
+	}
+	var d time.Duration
+	if f := isolate(func() { d = policy.NextBackOff() }); f != nil {
+		perr := &panicError{what: "the Retry policy's NextBackOff", value: f.value}
+		r.log.Error(perr, "hook's retry policy panicked", "hook", h.Name, "stack", string(f.stack))
+		return backoff.Stop, wrapf("%w; no retry: %w", attemptErr, perr)
+	}
+	return d, attemptErr
 }
 
 // sleep waits for d, reporting false if ctx ended first or by the time d
@@ -290,15 +299,18 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // stopped returns nil while the run goes on and, once it has stopped, why:
-// ctx.Err() together with context.Cause(ctx) when the cause says more (a
-// hook aborted the run, or Run's context was cancelled with a cause).
+// ctx.Err(), or ctx.Err() together with context.Cause(ctx) when the cause
+// is another error (a hook aborted the run, or Run's context was cancelled
+// with a cause). It calls no method of the cause.
 func stopped(ctx context.Context) error {
 	err := ctx.Err()
 	if err == nil {
 		return nil
 	}
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, err) {
-		return fmt.Errorf("%w (%w)", cause, err)
+	// err is one of the context package's errors, of a comparable type: ==
+	// cannot panic.
+	if cause := context.Cause(ctx); cause != nil && cause != err {
+		return &stopError{cause: cause, err: err}
 	}
 	return err
 }
