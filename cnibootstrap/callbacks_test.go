@@ -53,6 +53,15 @@ func nopPolicy() backoff.BackOff { return fixedDelay(time.Millisecond) }
 func ctxNil() context.Context         { return nil }
 func waiterNil() *cnibootstrap.Waiter { return nil }
 
+// ptrCtx is a context a caller may hold as a nil pointer; its methods
+// dereference the receiver.
+type ptrCtx struct{ context.Context }
+
+func (c *ptrCtx) Value(key any) any { return c.Context.Value(key) }
+
+// typedNilCtx is a nil *ptrCtx in a context.Context.
+func typedNilCtx() context.Context { return (*ptrCtx)(nil) }
+
 func roleReq() []cnibootstrap.Requirement {
 	return []cnibootstrap.Requirement{cnibootstrap.ClusterRoleExists{Role: "x"}}
 }
@@ -142,6 +151,11 @@ func TestTypedNilInputs(t *testing.T) {
 	requireInvalid(t, w.Wait(ctxNil()), "Wait: invalid input: nil context.Context")
 	requireInvalid(t, w.Check(ctxNil()), "Check: invalid input: nil context.Context")
 	requireInvalid(t, cnibootstrap.Wait(ctxNil(), good, roleReq()), "Wait: invalid input: nil context.Context")
+	// A nil pointer in the interface: its methods would panic in the
+	// caller's goroutine (Value, from the logger lookup) or in Check's.
+	requireInvalid(t, w.Wait(typedNilCtx()), "Wait: invalid input: nil context.Context (a nil *cnibootstrap_test.ptrCtx)")
+	requireInvalid(t, w.Check(typedNilCtx()), "Check: invalid input: nil context.Context (a nil *cnibootstrap_test.ptrCtx)")
+	requireInvalid(t, cnibootstrap.Wait(typedNilCtx(), good, roleReq()), "Wait: invalid input: nil context.Context (a nil *cnibootstrap_test.ptrCtx)")
 	requireInvalid(t, waiterNil().Wait(ctx), "nil *Waiter")
 	requireInvalid(t, waiterNil().Check(ctx), "nil *Waiter")
 

@@ -143,19 +143,28 @@ func (w *Waiter) validCall(method string, ctx context.Context) error {
 	switch {
 	case w == nil:
 		return fmt.Errorf("cnibootstrap: %s: %w", method, invalid("nil *Waiter (use New)"))
-	case ctx == nil:
-		return fmt.Errorf("cnibootstrap: %s: %w", method, invalid("nil context.Context"))
+	case isNil(ctx):
+		return fmt.Errorf("cnibootstrap: %s: %w", method, nilCtx(ctx))
 	}
 	return nil
 }
 
+// nilCtx is the error for a nil ctx (isNil(ctx)): "nil context.Context",
+// or, for a nil pointer in the interface, its type as well.
+func nilCtx(ctx context.Context) error {
+	if ctx == nil {
+		return invalid("nil context.Context")
+	}
+	return invalid("nil context.Context (a nil %T)", ctx)
+}
+
 // Wait is New followed by Waiter.Wait: it blocks until every requirement
 // holds at the same time, or ctx ends, or the waiter's credentials are
-// rejected. See Waiter.Wait. A nil ctx is an error wrapping
-// ErrInvalidInput.
+// rejected. See Waiter.Wait. A nil ctx (a nil pointer in the interface
+// too) is an error wrapping ErrInvalidInput.
 func Wait(ctx context.Context, c Clients, reqs []Requirement, opts ...Option) error {
-	if ctx == nil {
-		return fmt.Errorf("cnibootstrap: Wait: %w", invalid("nil context.Context"))
+	if isNil(ctx) {
+		return fmt.Errorf("cnibootstrap: Wait: %w", nilCtx(ctx))
 	}
 	w, err := New(c, reqs, opts...)
 	if err != nil {
@@ -197,7 +206,8 @@ func Wait(ctx context.Context, c Clients, reqs []Requirement, opts ...Option) er
 // WithProgress function, the backoff factory or policy, the logger's sink
 // or a client ends Wait at once with an error wrapping the *PanicError
 // (and ErrCallbackPanicked) that names the requirements concerned. A nil
-// ctx or a nil *Waiter is an error wrapping ErrInvalidInput.
+// ctx (a nil pointer in the interface too) or a nil *Waiter is an error
+// wrapping ErrInvalidInput.
 //
 // Every goroutine Wait starts has ended when it returns.
 func (w *Waiter) Wait(ctx context.Context) error {
@@ -347,8 +357,8 @@ func (w *Waiter) apply(v *view, m any, probes map[int]*probeRun, runs map[setKey
 // ErrFailed) tells), or at once an error wrapping ErrUnauthorized. A
 // Condition that panics makes its requirement unmet, with the *PanicError
 // as the entry's Err; a client that panics makes Check return an error
-// wrapping the *PanicError. A nil ctx or a nil *Waiter is an error
-// wrapping ErrInvalidInput. It is meant for diagnostics ("why is the CNI
+// wrapping the *PanicError. A nil ctx (a nil pointer in the interface
+// too) or a nil *Waiter is an error wrapping ErrInvalidInput. It is meant for diagnostics ("why is the CNI
 // not starting?"); to wait, use Wait.
 func (w *Waiter) Check(ctx context.Context) (err error) {
 	if err := w.validCall("Check", ctx); err != nil {
