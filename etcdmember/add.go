@@ -2,6 +2,7 @@ package etcdmember
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -28,6 +29,14 @@ import (
 //     until a learner is promoted or removed, logging once per distinct
 //     set of learners, and retries; so does etcd's strict reconfiguration
 //     check ("unhealthy cluster" for a few seconds after a promotion).
+//   - etcd drops a membership change proposed while another one is
+//     pending (a concurrent add, promote or remove, e.g. by another node
+//     joining at the same moment) and never answers it. So when the
+//     reply has not come within 15 ms, it reads the member list every
+//     15 ms while it waits, and once a list shows the learner added, or
+//     shows another membership change applied and not this add, it stops
+//     waiting for the reply and decides from the member list at once
+//     (adding again if the add was dropped).
 //
 // name must be non-empty and must not contain ',', '=', white space or
 // control characters (etcd learns it only when the member starts; it is
@@ -111,7 +120,8 @@ func (c *call) addLearner(ctx context.Context, name string, peerURLs []string) (
 
 		// Not there: add it.
 		var resp *pb.MemberAddResponse
-		err = c.cluster(ctx, false, func(ctx context.Context, cc pb.ClusterClient) error {
+		added := func(ms []Member) bool { _, ok := byPeerURL(ms, urls); return ok }
+		err = c.change(ctx, addCheck, members, added, func(ctx context.Context, cc pb.ClusterClient) error {
 			var err error
 			resp, err = cc.MemberAdd(ctx, &pb.MemberAddRequest{PeerURLs: urls, IsLearner: true}, failFast)
 			return err
@@ -158,6 +168,12 @@ func (c *call) addLearner(ctx context.Context, name string, peerURLs []string) (
 		default:
 			ambiguous = true
 			pending = fmt.Sprintf("adding the learner (last error: %v)", err)
+			if errors.Is(err, errUnanswered) {
+				// The member list decided (made, or dropped by etcd for a
+				// concurrent change): read it again at once.
+				log.log.V(1).Info("no reply to the add; re-reading the member list", "err", err)
+				continue
+			}
 			log.info("add-error "+k.String(), "adding the learner failed; re-reading the member list", "err", err)
 		}
 		if err := c.wait(ctx, b, what, pending); err != nil {

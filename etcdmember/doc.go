@@ -36,6 +36,13 @@
 // indices only, so a learner that caught up and then died would be
 // promoted, and a one-voter cluster would lose its quorum.
 //
+// Joins at the same moment do not wait out etcd's timeouts: etcd drops a
+// membership change proposed while another is pending and never answers
+// it, so a change whose reply is slow is checked against the member list
+// while waiting; and Join starts members that join together one after the
+// other, in ID order, because two etcd members starting at the same
+// moment each wait on the other's peer URL (see Join).
+//
 // A dead endpoint does not hold up a call: membership RPCs are sent with
 // grpc.WaitForReady(false) on connections of the call's own, to the
 // client's endpoints in turn (an endpoint that does not connect within a

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
 )
 
 // StartFunc starts the joining member's etcd with
@@ -11,11 +14,15 @@ import (
 // It may return as soon as the process is launched: Join then waits for
 // the member to start. It should honour ctx.
 //
-// Join may call it again, with a newer string, when it returned an error
-// and the member list changed meanwhile (another member joined or left at
-// the same moment, so etcd refused the string as stale: "member count is
-// unequal"). To benefit, a start function should return etcd's own
-// failure (e.g. wait until the process serves or exits), and must have
+// Join may call it again, with a string built from a new member list, when
+// it returned an error while the member list still shows the member
+// unstarted, and either the list changed meanwhile (another member joined
+// or left at the same moment, so etcd refused the string as stale:
+// "member count is unequal") or the string listed another member that had
+// not started (its etcd may have been starting at the same moment, and a
+// starting etcd answers with the member list it started from, which lacks
+// the newest members). To benefit, a start function should return etcd's
+// own failure (e.g. wait until the process serves or exits), and must have
 // stopped a process that failed before returning its error.
 type StartFunc func(ctx context.Context, initialCluster string) error
 
@@ -63,6 +70,26 @@ type JoinResult struct {
 // client URL and caught up in the same attempt, never while it is
 // unreachable.
 //
+// Members that join at the same time start one after the other, in
+// member ID order: before calling start, Join waits until every member
+// with a lower ID than its own that has not started (no name or client
+// URLs in the member list) has started or left the cluster. A member
+// started with --initial-cluster-state=existing asks the members in its
+// --initial-cluster, on their peer URLs, for the member list (in URL
+// order, until one answers) and then each of them for its version and
+// downgrade state, and a member whose etcd is starting answers only once
+// its own start is done: two members starting at the same moment each
+// wait out etcd's timeouts on the other (10 s for the member list, about
+// 7 s for each of the others). Join re-reads the member list while it
+// waits, after about 20 ms and then 1.5 times longer each time, up to
+// 500 ms between reads (±20 % jitter). It waits for a member ahead of its
+// own at most 10 s (or the stall timeout, WithStallTimeout, if that is
+// shorter), counted from when that member came first in line; then it
+// logs that it gave up on that member and goes on, so a member whose node
+// died after adding it delays a join by at most that limit and never
+// blocks it. Join does not wait when its own member has already started
+// (a re-run after a crash).
+//
 // The initial-cluster string is built from the member list read just
 // before start: it lists every member the cluster has, as etcd requires —
 // started members by name, the new member under name, and members that
@@ -71,20 +98,23 @@ type JoinResult struct {
 // URL). So several members can join at once, each with its own Join,
 // given a learner limit (etcd's --max-learners) of at least that many;
 // with a lower limit the later AddLearner steps wait for a free slot. If
-// start fails and the member list has changed since the string was built,
-// start is called again with a new string (see StartFunc), up to five
-// times.
+// start fails while the member list still shows the member unstarted, and
+// the list has changed since the string was built or the string listed
+// another member that had not started, start is called again with a
+// string built from a new member list after a pause (about 20 ms, growing
+// by half each time), up to five starts in all (see StartFunc).
 //
 // Errors are those of the step that failed, wrapped with the member's ID
 // and name: *ConflictError, *StalledError (ErrLearnerStalled), the error
 // of start, a *CallbackError (ErrCallbackPanicked) when start panicked,
-// ErrMemberNotFound, or an error wrapping ctx.Err(). With opts.Cleanup, a
-// failure after this call added the learner removes it again, on a
-// context that outlives ctx by at most three RPC timeouts;
-// JoinResult.CleanedUp says so (a learner whose add was cut off by ctx
-// before its ID was known cannot be cleaned up). A name that AddLearner
-// refuses, bad peer URLs or a nil start are errors wrapping
-// ErrInvalidArgument, before any RPC. Safe for concurrent use.
+// ErrMemberNotFound, or an error wrapping ctx.Err() that says what was
+// pending (while Join waits for a member ahead of its own to start, that
+// member's ID). With opts.Cleanup, a failure after this call added the
+// learner removes it again, on a context that outlives ctx by at most
+// three RPC timeouts; JoinResult.CleanedUp says so (a learner whose add
+// was cut off by ctx before its ID was known cannot be cleaned up). A
+// name that AddLearner refuses, bad peer URLs or a nil start are errors
+// wrapping ErrInvalidArgument, before any RPC. Safe for concurrent use.
 func (m *Manager) Join(ctx context.Context, name string, peerURLs []string, opts JoinOptions, start StartFunc) (_ JoinResult, err error) {
 	c, err := m.begin(ctx, "Join")
 	if err != nil {
@@ -129,7 +159,14 @@ func (c *call) join(ctx context.Context, name string, peerURLs []string, opts Jo
 	} else if ctx.Err() != nil {
 		return fail("start", canceled(ctx, what, "reading the member list for the initial-cluster string"))
 	}
+	var pause backoff.BackOff
 	for {
+		if now, ok := find(members, mem.ID); !ok || !now.Started() {
+			members, err = c.awaitStartTurn(ctx, members, mem.ID, what, min(startWaitLimit, c.m.opt.stallTimeout))
+			if err != nil {
+				return fail("start", err)
+			}
+		}
 		res.InitialCluster = initialCluster(members, mem.ID, name)
 		res.Starts++
 		log.Info("starting member", "initialCluster", res.InitialCluster, "added", added, "attempt", res.Starts)
@@ -140,17 +177,31 @@ func (c *call) join(ctx context.Context, name string, peerURLs []string, opts Jo
 		if res.Starts >= maxStarts || ctx.Err() != nil {
 			return fail("start", serr)
 		}
-		// A string made stale by a member added or removed meanwhile is a
-		// reason to try again; otherwise start's error is the answer.
+		// A string made stale by a member added or removed meanwhile, or
+		// one that listed a member that had not started (its etcd may
+		// have been starting at the same moment, answering with a member
+		// list it had not caught up on yet), is a reason to try again;
+		// otherwise start's error is the answer.
 		fresh, lerr := c.list(ctx)
-		if lerr != nil || initialCluster(fresh, mem.ID, name) == res.InitialCluster {
+		if lerr != nil {
 			return fail("start", serr)
 		}
 		if now, ok := find(fresh, mem.ID); !ok || now.Started() {
 			return fail("start", serr) // removed, or started after all
 		}
-		log.Info("start failed and the member list has changed since; starting again with a new initial-cluster string", "err", serr)
-		members = fresh
+		if initialCluster(fresh, mem.ID, name) == res.InitialCluster && !othersUnstarted(members, mem.ID) {
+			return fail("start", serr)
+		}
+		log.Info("start failed while the member list was changing or another member was starting; starting again", "err", serr)
+		if pause == nil {
+			pause = startWaitPoll()
+		}
+		if werr := c.sleep(ctx, pause.NextBackOff(), what, fmt.Sprintf("pausing before starting the member again (start failed: %v)", serr)); werr != nil {
+			return fail("start", werr)
+		}
+		if members, lerr = c.list(ctx); lerr != nil {
+			members = fresh
+		}
 	}
 	started, err := c.waitStarted(ctx, mem.ID)
 	if err != nil {
@@ -190,7 +241,7 @@ func (c *call) cleanup(ctx context.Context, id uint64) error {
 				// through: a voter is not this cleanup's to remove.
 				return fmt.Errorf("etcdmember: %s: it is a voter now; not removing it", what)
 			}
-			err = c.removeRPC(cctx, id)
+			err = c.removeRPC(cctx, members, id)
 			if err == nil {
 				return nil
 			}
@@ -205,5 +256,31 @@ func (c *call) cleanup(ctx context.Context, id uint64) error {
 		if werr := c.wait(cctx, b, what, fmt.Sprintf("%s (last error: %v)", pending, err)); werr != nil {
 			return werr
 		}
+	}
+}
+
+// othersUnstarted reports whether members lists a member other than id
+// that has not started.
+func othersUnstarted(members []Member, id uint64) bool {
+	for _, m := range members {
+		if m.ID != id && !m.Started() {
+			return true
+		}
+	}
+	return false
+}
+
+// sleep waits d. When ctx ends or the client is closed first, it returns
+// an error naming what (the operation) and pending.
+func (c *call) sleep(ctx context.Context, d time.Duration, what, pending string) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return canceled(ctx, what, pending)
+	case <-c.m.cl.Ctx().Done():
+		return fmt.Errorf("etcdmember: %s: etcd client closed; still %s", what, pending)
 	}
 }

@@ -85,7 +85,10 @@ func WithBackoff(newBackOff func() backoff.BackOff) Option {
 // WithRPCTimeout bounds every single RPC (default DefaultRPCTimeout;
 // status probes of single members use at most one second). An RPC that
 // times out is not taken as a failure of the change it carried: the member
-// list is read again and decides. d must be positive.
+// list is read again and decides. A membership change whose reply is slow
+// is also checked against the member list while it waits (see AddLearner,
+// Promote and Remove), so a change that etcd dropped without answering
+// does not wait out this timeout. d must be positive.
 func WithRPCTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {

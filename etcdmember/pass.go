@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -43,7 +44,13 @@ type PassReport struct {
 // learners that made no progress for the stall timeout and, with
 // WithEvictStalledAfter, removes those stalled for longer than that. It
 // never decides from an RPC error: a promote that failed ambiguously is
-// decided by the next pass's member list.
+// decided by the next pass's member list. A MemberPromote not answered
+// within 100 ms is checked against the member list every 50 ms while the
+// pass waits: a list that shows the learner promoted ends the wait with
+// the learner in Promoted; one that shows another membership change
+// applied and not this one (etcd drops a change proposed while another is
+// pending, and never answers it) ends the wait and leaves the learner to
+// the next pass.
 //
 // Callers run it periodically (a ticker) or on membership events, from one
 // place (e.g. the leader-elected controller). The Manager remembers, across
@@ -106,10 +113,11 @@ func (c *call) promoteReady(ctx context.Context) (PassReport, error) {
 			rep.Stalled = append(rep.Stalled, l.ID)
 			if m.opt.evictAfter > 0 && p.NoProgressFor >= m.opt.evictAfter && evictionEvidence(p) {
 				log.Info("removing stalled learner", "id", hex(l.ID), "name", l.Name, "noProgressFor", p.NoProgressFor, "learnerApplied", p.LearnerApplied, "leaderApplied", p.LeaderApplied)
-				if err := c.removeLearner(ctx, l.ID); err != nil {
+				if err := c.removeLearner(ctx, members, l.ID); err != nil {
 					errs = append(errs, err)
 				} else {
 					rep.Removed = append(rep.Removed, l.ID)
+					members = slices.DeleteFunc(members, func(m Member) bool { return m.ID == l.ID })
 				}
 				continue
 			}
@@ -118,13 +126,26 @@ func (c *call) promoteReady(ctx context.Context) (PassReport, error) {
 		if len(rep.Promoted) >= m.opt.maxPerPass || !p.CaughtUp() {
 			continue
 		}
-		err := c.cluster(ctx, false, func(ctx context.Context, cc pb.ClusterClient) error {
+		err := c.change(ctx, changeCheck, members, promoted(l.ID), func(ctx context.Context, cc pb.ClusterClient) error {
 			_, err := cc.MemberPromote(ctx, &pb.MemberPromoteRequest{ID: l.ID}, failFast)
 			return err
 		})
-		if err == nil {
-			log.Info("promoted learner", "id", hex(l.ID), "name", l.Name)
+		if err == nil || errors.Is(err, errChangeMade) {
+			log.Info("promoted learner", "id", hex(l.ID), "name", l.Name, "seenInList", err != nil)
 			rep.Promoted = append(rep.Promoted, l.ID)
+			// Later changes in this pass are judged against this list.
+			members = slices.Clone(members)
+			for i := range members {
+				if members[i].ID == l.ID {
+					members[i].IsLearner = false
+				}
+			}
+			continue
+		}
+		if errors.Is(err, errChangeDropped) {
+			// etcd dropped it for a concurrent membership change: the
+			// next pass decides.
+			log.V(1).Info("MemberPromote dropped by etcd; the next pass decides", "id", hex(l.ID), "err", err)
 			continue
 		}
 		switch classify(ctx, err) {
@@ -151,8 +172,8 @@ func evictionEvidence(p Progress) bool {
 }
 
 // removeLearner sends one MemberRemove for a learner; not found is success.
-func (c *call) removeLearner(ctx context.Context, id uint64) error {
-	err := c.removeRPC(ctx, id)
+func (c *call) removeLearner(ctx context.Context, before []Member, id uint64) error {
+	err := c.removeRPC(ctx, before, id)
 	if err != nil && classify(ctx, err) != kindMemberNotFound {
 		return fmt.Errorf("etcdmember: remove stalled learner %x: %w", id, err)
 	}

@@ -2,6 +2,7 @@ package etcdmember
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -49,7 +50,14 @@ type PromoteResult struct {
 // An error reply to MemberPromote is never taken as the outcome: it reads
 // the member list again and decides from that — so a promote that
 // succeeded although its reply was lost, or that etcd answers with "can
-// only promote a learner member" or "not in sync", ends in success.
+// only promote a learner member" or "not in sync", ends in success. etcd
+// drops a membership change proposed while another one is pending (a
+// concurrent add, promote or remove) and never answers it; so when the
+// reply has not come within 100 ms, Promote reads the member list every
+// 50 ms while it waits, and stops waiting once a list shows the learner
+// promoted (success) or shows another membership change applied and not
+// this one (then, once it has read the member list again, it tries again
+// without waiting, after a new progress reading).
 // Transient errors (unavailable, timeouts, leader changes) are retried with
 // backoff; permanent ones (permission denied, invalid argument) are
 // returned at once. When ctx ends it returns an error wrapping ctx.Err()
@@ -126,7 +134,7 @@ func (c *call) promote(ctx context.Context, id uint64) (PromoteResult, error) {
 		}
 
 		res.Attempts++
-		perr := c.cluster(ctx, false, func(ctx context.Context, cc pb.ClusterClient) error {
+		perr := c.change(ctx, changeCheck, members, promoted(id), func(ctx context.Context, cc pb.ClusterClient) error {
 			_, err := cc.MemberPromote(ctx, &pb.MemberPromoteRequest{ID: id}, failFast)
 			return err
 		})
@@ -149,6 +157,12 @@ func (c *call) promote(ctx context.Context, id uint64) (PromoteResult, error) {
 			fresh = true
 			if now, ok := find(members, id); !ok || !now.IsLearner {
 				continue // decided at the top, without waiting
+			}
+			if errors.Is(perr, errUnanswered) {
+				// etcd dropped it for a concurrent membership change:
+				// try again at once, from this list.
+				log.log.V(1).Info("MemberPromote dropped by etcd; trying again", "err", perr)
+				continue
 			}
 		}
 		pending = fmt.Sprintf("promoting (attempt %d: %v)", res.Attempts, perr)
@@ -260,5 +274,13 @@ func (c *call) waitStarted(ctx context.Context, id uint64) (Member, error) {
 		if err := c.wait(ctx, b, what, pending); err != nil {
 			return Member{}, err
 		}
+	}
+}
+
+// promoted reports whether a member list shows id promoted (or gone).
+func promoted(id uint64) func([]Member) bool {
+	return func(ms []Member) bool {
+		m, ok := find(ms, id)
+		return !ok || !m.IsLearner
 	}
 }

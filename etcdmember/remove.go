@@ -62,8 +62,14 @@ type RemoveResult struct {
 // Learners are removed without a check.
 //
 // After an ambiguous error (timeout, lost reply) it reads the member list
-// again and decides from that; transient errors are retried with backoff,
-// permanent ones returned at once. When ctx ends it returns an error
+// again and decides from that. etcd drops a membership change proposed
+// while another one is pending (a concurrent add, promote or remove) and
+// never answers it; so when the reply has not come within 100 ms, Remove
+// reads the member list every 50 ms while it waits, and once a list shows
+// the member gone, or another membership change applied and not this one,
+// it stops waiting and decides from the member list at once (removing
+// again if the removal was dropped). Transient errors are retried with
+// backoff, permanent ones returned at once. When ctx ends it returns an error
 // wrapping ctx.Err(). Safe for concurrent use; a zero id is an error
 // wrapping ErrInvalidArgument.
 func (m *Manager) Remove(ctx context.Context, id uint64, opts RemoveOptions) (_ RemoveResult, err error) {
@@ -130,7 +136,7 @@ func (c *call) remove(ctx context.Context, id uint64, opts RemoveOptions) (Remov
 			}
 		}
 		res.Attempts++
-		err = c.removeRPC(ctx, id)
+		err = c.removeRPC(ctx, members, id)
 		if err == nil {
 			log.info("removed", "removed member", "name", mem.Name, "learner", mem.IsLearner)
 			return res, nil
@@ -163,6 +169,12 @@ func (c *call) remove(ctx context.Context, id uint64, opts RemoveOptions) (Remov
 			}
 		}
 		pending = fmt.Sprintf("removing (last error: %v)", err)
+		if errors.Is(err, errUnanswered) {
+			// The member list decided (made, or dropped by etcd for a
+			// concurrent change): read it again at once.
+			log.log.V(1).Info("no reply to MemberRemove; re-reading the member list", "err", err)
+			continue
+		}
 		log.info("remove-error "+k.String(), "MemberRemove failed; re-reading the member list", "err", err)
 		if err := c.wait(ctx, b, what, pending); err != nil {
 			return res, err
@@ -170,9 +182,10 @@ func (c *call) remove(ctx context.Context, id uint64, opts RemoveOptions) (Remov
 	}
 }
 
-// removeRPC sends one MemberRemove.
-func (c *call) removeRPC(ctx context.Context, id uint64) error {
-	return c.cluster(ctx, false, func(ctx context.Context, cc pb.ClusterClient) error {
+// removeRPC sends one MemberRemove, decided from before (see change).
+func (c *call) removeRPC(ctx context.Context, before []Member, id uint64) error {
+	gone := func(ms []Member) bool { _, ok := find(ms, id); return !ok }
+	return c.change(ctx, changeCheck, before, gone, func(ctx context.Context, cc pb.ClusterClient) error {
 		_, err := cc.MemberRemove(ctx, &pb.MemberRemoveRequest{ID: id}, failFast)
 		return err
 	})
