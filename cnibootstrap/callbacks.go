@@ -78,6 +78,12 @@ func checkCondition(name string, c Condition, obj *unstructured.Unstructured) (e
 // instead of unwinding the goroutine that logs. A logger without a sink
 // (the zero Logger) discards and is returned as it is; one whose sink is a
 // typed nil (from the context: WithLogger rejects it) discards too.
+//
+// The caller's sink is not initialised again (safeSink.Init does nothing:
+// the logger it came from did that, and a sink's Init may mutate state
+// the caller shares, as funcr's does): the one frame this wrapper adds is
+// told to a sink that implements logr.CallDepthLogSink through
+// WithCallDepth, which derives a new sink. l's verbosity (V) is kept.
 func safeLogger(l logr.Logger, onPanic func(error)) logr.Logger {
 	sink := l.GetSink()
 	switch {
@@ -86,7 +92,12 @@ func safeLogger(l logr.Logger, onPanic func(error)) logr.Logger {
 	case isNil(sink):
 		return logr.Discard()
 	}
-	return logr.New(&safeSink{sink: sink, onPanic: onPanic})
+	s := &safeSink{sink: sink, onPanic: onPanic}
+	// One more frame, ours, between the code that logs and the sink.
+	if d, ok := s.WithCallDepth(1).(*safeSink); ok {
+		s = d
+	}
+	return logr.New(s).V(l.GetV())
 }
 
 // safeSink forwards to the caller's LogSink under recover.
@@ -95,17 +106,17 @@ type safeSink struct {
 	onPanic func(error)
 }
 
+var _ logr.CallDepthLogSink = (*safeSink)(nil)
+
 func (s *safeSink) recovered() {
 	if v := recover(); v != nil {
 		s.onPanic(newPanicError("the logger's sink", v))
 	}
 }
 
-func (s *safeSink) Init(info logr.RuntimeInfo) {
-	defer s.recovered()
-	info.CallDepth++ // this wrapper is one more frame
-	s.sink.Init(info)
-}
+// Init does nothing: the wrapped sink was initialised by the logger it
+// came from.
+func (s *safeSink) Init(logr.RuntimeInfo) {}
 
 func (s *safeSink) Enabled(level int) bool {
 	defer s.recovered()
@@ -128,6 +139,16 @@ func (s *safeSink) WithValues(kv ...any) logr.LogSink {
 
 func (s *safeSink) WithName(name string) logr.LogSink {
 	return s.derive(func() logr.LogSink { return s.sink.WithName(name) })
+}
+
+// WithCallDepth passes depth on to the wrapped sink when it implements
+// logr.CallDepthLogSink; otherwise the sink stays as it is.
+func (s *safeSink) WithCallDepth(depth int) logr.LogSink {
+	cd, ok := s.sink.(logr.CallDepthLogSink)
+	if !ok {
+		return s
+	}
+	return s.derive(func() logr.LogSink { return cd.WithCallDepth(depth) })
 }
 
 // derive wraps the sink f returns; if f panics or returns nil, the sink

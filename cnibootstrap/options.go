@@ -63,6 +63,11 @@ func WithBackoff(newBackOff func() backoff.BackOff) Option {
 // zero Logger discards; a Logger whose sink is a typed nil (a nil pointer
 // in the LogSink interface) is an error. The sink is called under
 // recover: a panic in it ends Wait with an error wrapping a *PanicError.
+// Wait does not call the sink's Init again (the logger it came from did):
+// it derives a sink with WithCallDepth(1) when the sink implements
+// logr.CallDepthLogSink, so the caller reported is this package's line,
+// and leaves the caller's sink unchanged. The same holds for a logger
+// from ctx.
 func WithLogger(l logr.Logger) Option {
 	return func(o *options) error {
 		if s := l.GetSink(); s != nil && isNil(s) {
