@@ -260,7 +260,8 @@ func (r request) String() string {
 //   - 404: the error, wrapped with the request and marked not found
 //     (isNotFound).
 //   - 410 Gone or an expired resourceVersion: the error, wrapped with the
-//     request and marked expired (isExpired): relist.
+//     request and marked expired (isExpired): relist (see expiry for
+//     when at once).
 //   - anything else: the error, wrapped with the request.
 //
 // apierrors.IsNotFound and friends still see the apiserver's error through
@@ -322,12 +323,15 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalidInput, fmt.Sprintf(format, args...))
 }
 
+// isPanic reports whether err is (or wraps) a *PanicError.
+func isPanic(err error) bool {
+	var pe *PanicError
+	return errors.As(err, &pe)
+}
+
 // isFatalProbe reports whether a probe's error ends Wait and Check: a 401,
 // or a panic of a client.
-func isFatalProbe(err error) bool {
-	var pe *PanicError
-	return isFatal(err) || errors.As(err, &pe)
-}
+func isFatalProbe(err error) bool { return isFatal(err) || isPanic(err) }
 
 // fatalProbeErr is the error that ends Check for a fatal probe error of
 // requirement name: a 401 as it is (it names its request), a panic with the

@@ -33,9 +33,13 @@ func WithProgress(f func(unmet []Unmet)) Option {
 }
 
 // WithBackoff sets the policy of the backoff floor: the retries after a
-// failed list or watch, the re-runs of SubjectAccessReviews and discovery
-// lookups when no event prompts them, and the credential re-validation
-// (see Waiter.Wait). newBackOff is called once by New, to check it, and
+// failed list or watch (a 410 Gone included: only the first relist after
+// a watch whose resourceVersion expired is immediate, as in informers; a
+// second expiry in a row without an event in between, or a 410 answered
+// to a list, waits for the floor), the re-opening of a watch the server
+// closed less than a second after opening it, the re-runs of
+// SubjectAccessReviews and discovery lookups when no event prompts them,
+// and the credential re-validation (see Waiter.Wait). newBackOff is called once by New, to check it, and
 // then once per watch, per probe and for the credential check of each
 // Wait, from their goroutines; each policy but the credential check's is
 // reset after a watch delivers events or a change triggers a re-run, so

@@ -103,12 +103,14 @@ func (w *setWatch) run(ctx context.Context) {
 		return
 	}
 	ri := w.key.resource(w.env.clients.Dynamic)
+	var x expiry
 	for ctx.Err() == nil {
 		st, rv, err := listSet(ctx, w.env.clients.Dynamic, w.key, w.sel)
+		watched := err == nil
 		if err == nil {
 			w.report(ctx, st)
 			var n int
-			n, err = follow(ctx, w.env, ri, metav1.ListOptions{LabelSelector: w.sel}, rv, w.key.request("watch", w.sel),
+			n, err = follow(ctx, b, ri, metav1.ListOptions{LabelSelector: w.sel}, rv, w.key.request("watch", w.sel),
 				func(t watch.EventType, u *unstructured.Unstructured) {
 					if u.GetNamespace() != w.key.namespace {
 						return
@@ -120,6 +122,7 @@ func (w *setWatch) run(ctx context.Context) {
 					}
 					w.report(ctx, st)
 				})
+			x.watched(n)
 			if n > 0 {
 				if rerr := b.reset(); rerr != nil {
 					w.env.failFor(w.names, rerr)
@@ -133,7 +136,10 @@ func (w *setWatch) run(ctx context.Context) {
 		case isFatal(err):
 			w.env.fail(err)
 			return
-		case isExpired(err):
+		case isPanic(err): // of the backoff policy, in follow
+			w.env.failFor(w.names, err)
+			return
+		case x.relistAtOnce(err, watched):
 			continue
 		}
 		w.env.log.V(1).Info("watch failed; retrying", "objects", w.key.request("watch", w.sel).String(), "err", err.Error())

@@ -129,18 +129,29 @@ func listObjects(ctx context.Context, d dynamic.Interface, k objKey) (objState, 
 // errWatchEnded: the server closed a watch before sending anything.
 var errWatchEnded = errors.New("watch closed by the server before any event")
 
+// minWatchLife is how long a watch must have stayed open for follow to
+// re-open it at once when the server closes it cleanly (as the apiserver
+// does after its watch timeout, minutes later); one closed sooner is
+// re-opened after the backoff floor, so a server that ends every watch at
+// once cannot make the waiter spin.
+const minWatchLife = time.Second
+
 // follow watches ri from resourceVersion rv with opts, calling onEvent for
 // every added, modified or deleted object, and resumes from the last
 // resourceVersion seen (bookmarks included) when the server closes the
-// watch. It returns when ctx ends or a watch fails, with the number of
-// events (bookmarks included) it received and the classified error (410
-// Gone from an expired resourceVersion included, for the caller to relist).
-func follow(ctx context.Context, e *env, ri dynamic.ResourceInterface, opts metav1.ListOptions, rv string, req request,
+// watch: at once (resetting b) if the watch stayed open at least
+// minWatchLife, otherwise after b's next delay. It returns when ctx ends
+// or a watch fails, with the number of events (bookmarks included) it
+// received and the classified error (410 Gone from an expired
+// resourceVersion included, for the caller to relist), or b's error (a
+// *PanicError).
+func follow(ctx context.Context, b *policy, ri dynamic.ResourceInterface, opts metav1.ListOptions, rv string, req request,
 	onEvent func(watch.EventType, *unstructured.Unstructured)) (int, error) {
 	events := 0
 	for {
 		o := opts
 		o.ResourceVersion, o.AllowWatchBookmarks = rv, true
+		opened := time.Now()
 		w, err := ri.Watch(ctx, o)
 		if err != nil {
 			return events, classify(err, req)
@@ -155,8 +166,41 @@ func follow(ctx context.Context, e *env, ri dynamic.ResourceInterface, opts meta
 			return events, classify(err, req)
 		case n == 0:
 			return events, classify(errWatchEnded, req)
+		case time.Since(opened) >= minWatchLife:
+			err = b.reset()
+		default:
+			err = pause(ctx, b)
+		}
+		if err != nil {
+			return events, err
 		}
 	}
+}
+
+// expiry paces the relists of one list-and-watch loop after a 410 Gone
+// (an expired resourceVersion). A watch that expired is answered with an
+// immediate relist, as informers do, but only once in a row: if the next
+// watch expires too before delivering any event, or a list itself answers
+// 410 (a list without a resourceVersion never should), the loop goes
+// through its backoff floor as after any other error, so a server that
+// answers 410 to everything cannot make it spin.
+type expiry struct{ spent bool }
+
+// watched records that a watch delivered n events.
+func (x *expiry) watched(n int) {
+	if n > 0 {
+		x.spent = false
+	}
+}
+
+// relistAtOnce reports whether err, the error of a watch (fromWatch) or
+// of the list before it, calls for an immediate relist.
+func (x *expiry) relistAtOnce(err error, fromWatch bool) bool {
+	if !fromWatch || !isExpired(err) || x.spent {
+		return false
+	}
+	x.spent = true
+	return true
 }
 
 func drain(ctx context.Context, w watch.Interface, rv *string, onEvent func(watch.EventType, *unstructured.Unstructured)) (int, error) {
@@ -213,8 +257,10 @@ func (w *objWatch) run(ctx context.Context) {
 	}
 	var crd *crdFollower // started while the resource is not served
 	defer func() { crd.stop() }()
+	var x expiry
 	for ctx.Err() == nil {
 		st, rv, err := listObjects(ctx, w.env.clients.Dynamic, w.key)
+		watched := err == nil
 		if err == nil {
 			crd.stop()
 			crd = nil
@@ -222,7 +268,7 @@ func (w *objWatch) run(ctx context.Context) {
 			// changes the object of its namespace only.
 			w.report(ctx, st)
 			var n int
-			n, err = follow(ctx, w.env, w.key.resource(w.env.clients.Dynamic), w.key.listOptions(), rv, w.key.request("watch"),
+			n, err = follow(ctx, b, w.key.resource(w.env.clients.Dynamic), w.key.listOptions(), rv, w.key.request("watch"),
 				func(t watch.EventType, u *unstructured.Unstructured) {
 					if u.GetName() != w.key.name || (w.key.namespace != "" && u.GetNamespace() != w.key.namespace) {
 						return
@@ -234,6 +280,7 @@ func (w *objWatch) run(ctx context.Context) {
 					st = st.withObject(ns, u)
 					w.report(ctx, st)
 				})
+			x.watched(n)
 			if n > 0 {
 				if rerr := b.reset(); rerr != nil {
 					w.env.failFor(w.names, rerr)
@@ -247,7 +294,10 @@ func (w *objWatch) run(ctx context.Context) {
 		case isFatal(err):
 			w.env.fail(err)
 			return
-		case isExpired(err):
+		case isPanic(err): // of the backoff policy, in follow
+			w.env.failFor(w.names, err)
+			return
+		case x.relistAtOnce(err, watched):
 			continue
 		case isNotFound(err) && w.key.gvr != crdGVR:
 			if crd == nil {
@@ -387,18 +437,21 @@ func (w *rbacWatch) run(ctx context.Context) {
 	listReq, watchReq := req, req
 	listReq.verb, watchReq.verb = "list", "watch"
 	first := true
+	var x expiry
 	for ctx.Err() == nil {
 		l, err := ri.List(ctx, metav1.ListOptions{Limit: 1})
+		watched := err == nil
 		if err == nil {
 			// After the first list, a relist means events may have been
 			// missed: count it as a change.
 			send(ctx, w.out, rbacUpdate{scope: w.scope, changed: !first})
 			first = false
 			var n int
-			n, err = follow(ctx, w.env, ri, metav1.ListOptions{}, l.GetResourceVersion(), watchReq,
+			n, err = follow(ctx, b, ri, metav1.ListOptions{}, l.GetResourceVersion(), watchReq,
 				func(watch.EventType, *unstructured.Unstructured) {
 					send(ctx, w.out, rbacUpdate{scope: w.scope, changed: true})
 				})
+			x.watched(n)
 			if n > 0 {
 				if rerr := b.reset(); rerr != nil {
 					w.env.failFor(w.names, rerr)
@@ -414,7 +467,10 @@ func (w *rbacWatch) run(ctx context.Context) {
 		case isFatal(err):
 			w.env.fail(err)
 			return
-		case isExpired(err):
+		case isPanic(err): // of the backoff policy, in follow
+			w.env.failFor(w.names, err)
+			return
+		case x.relistAtOnce(err, watched):
 			continue
 		}
 		w.env.log.V(1).Info("RBAC watch failed; retrying", "request", watchReq.String(), "err", err.Error())
