@@ -134,8 +134,10 @@
 // ends Wait and Check at once with an error wrapping ErrUnauthorized (no
 // prerequisite can fix a bad credential); a 403 does not (the missing rule
 // is often part of the same bootstrap) but becomes the reason, a
-// *ForbiddenError naming the verb, resource and group the waiter lacks.
-// Open watches do not see a credential revoked after they started, so
+// *ForbiddenError naming the verb, resource and group the waiter lacks; a
+// request the client library cannot send at all (an invalid port or
+// scheme in the clients' address) ends them at once with an error
+// wrapping ErrInvalidInput. Open watches do not see a credential revoked after they started, so
 // once per interval of the backoff floor the waiter sends a GET of
 // /version to find out (with the default policy: seven in the first 32 s,
 // then one per 30 s or so).

@@ -3,6 +3,9 @@ package cnibootstrap
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
+	"slices"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,9 +22,14 @@ var (
 	// wraps it names the request and also wraps the apiserver's error.
 	ErrUnauthorized = errors.New("unauthorized: the apiserver rejected the waiter's credentials")
 
-	// ErrInvalidInput: New, Wait or NewClients was given nil clients, a
-	// nil or malformed requirement, an empty name, a zero
-	// GroupVersionResource or a malformed rule. The error says which.
+	// ErrInvalidInput: New, Wait, Check or NewClients was given nil
+	// clients or a nil context, a nil or malformed requirement, an empty
+	// or malformed name, a zero or malformed GroupVersionResource or a
+	// malformed rule; or (from Wait and Check, at once) one of the
+	// waiter's requests could not be sent at all because the clients'
+	// address is one the client library rejects before sending (an
+	// invalid port, a scheme other than http or https). The error says
+	// which.
 	ErrInvalidInput = errors.New("invalid input")
 
 	// ErrFailed is wrapped by every *FailedError: a requirement can never
@@ -254,6 +262,9 @@ func (r request) String() string {
 // classify turns the error of one of the waiter's own requests into what
 // the rest of the package acts on; it is the one place that looks at the
 // apiserver's status codes (the predicates below only read its verdict):
+//   - an error the client library raised before sending anything, which
+//     no retry can fix (notSent): an error wrapping ErrInvalidInput (and
+//     the library's error); fatal (isFatal).
 //   - 401: an error wrapping ErrUnauthorized (and the apiserver's error);
 //     fatal (isFatal).
 //   - 403: a *ForbiddenError naming the permission the request needed.
@@ -270,6 +281,9 @@ func classify(err error, r request) error {
 	switch {
 	case err == nil:
 		return nil
+	case notSent(err):
+		return &classifiedError{kind: statusNotSent,
+			err: fmt.Errorf("cnibootstrap: %s: %w: the request cannot be sent, check the address in the clients' configuration: %w", r, ErrInvalidInput, err)}
 	case apierrors.IsUnauthorized(err):
 		return fmt.Errorf("cnibootstrap: %s: %w (%w)", r, ErrUnauthorized, err)
 	case apierrors.IsForbidden(err):
@@ -290,7 +304,30 @@ type statusKind int
 const (
 	statusNotFound statusKind = iota + 1
 	statusExpired
+	statusNotSent
 )
+
+// localAddrErrors are the *net.AddrError messages of an address the
+// dialer rejects before sending anything: no retry can fix them. Others
+// ("no suitable address found") depend on name resolution, which may
+// change.
+var localAddrErrors = []string{
+	"invalid port", "missing port in address", "too many colons in address",
+	"missing ']' in address", "unexpected '[' in address", "unexpected ']' in address",
+}
+
+// notSent reports whether err was raised by the client library before
+// anything was sent, for a reason no retry can fix: an address the dialer
+// cannot parse (a port outside 1-65535, say) or a URL scheme net/http
+// does not speak.
+func notSent(err error) bool {
+	var ae *net.AddrError
+	if errors.As(err, &ae) && slices.Contains(localAddrErrors, ae.Err) {
+		return true
+	}
+	var ue *url.Error
+	return errors.As(err, &ue) && ue.Err != nil && strings.HasPrefix(ue.Err.Error(), "unsupported protocol scheme")
+}
 
 // classifiedError carries classify's verdict; its message and chain are
 // those of the wrapped error.
@@ -307,8 +344,9 @@ func hasKind(err error, k statusKind) bool {
 	return errors.As(err, &c) && c.kind == k
 }
 
-// isFatal reports whether err ends Wait and Check at once.
-func isFatal(err error) bool { return errors.Is(err, ErrUnauthorized) }
+// isFatal reports whether err ends Wait and Check at once: a 401, or a
+// request that cannot be sent.
+func isFatal(err error) bool { return errors.Is(err, ErrUnauthorized) || hasKind(err, statusNotSent) }
 
 // isNotFound reports whether classify found err to be a 404.
 func isNotFound(err error) bool { return hasKind(err, statusNotFound) }

@@ -197,7 +197,13 @@ func Wait(ctx context.Context, c Clients, reqs []Requirement, opts ...Option) er
 // waiter re-validates its credentials with a GET of /version once per
 // interval of the backoff floor, so such a 401 is seen within one interval
 // after the apiserver starts refusing the credential (at most about 36 s
-// with the default policy: 30 s and its 20% jitter). A 403 on the waiter's own requests does not end it
+// with the default policy: 30 s and its 20% jitter). When one of its
+// requests cannot be sent at all — the client library rejects the
+// clients' address before sending anything (a port outside 1-65535, a
+// scheme other than http or https; NewClients refuses those, clients
+// built otherwise may carry them) — Wait returns at once an error
+// wrapping ErrInvalidInput that names the request, since no retry can
+// fix it. A 403 on the waiter's own requests does not end it
 // (the rule may be granted later); it becomes the reason, a
 // *ForbiddenError naming the missing permission.
 //
@@ -354,7 +360,9 @@ func (w *Waiter) apply(v *view, m any, probes map[int]*probeRun, runs map[setKey
 // every requirement holds, an *UnmetError listing those that do not (with
 // Err set to ctx's error if ctx ended meanwhile; a requirement that failed
 // for good has a *FailedError as its entry's Err, so errors.Is(err,
-// ErrFailed) tells), or at once an error wrapping ErrUnauthorized. A
+// ErrFailed) tells), or at once an error wrapping ErrUnauthorized, or
+// one wrapping ErrInvalidInput when a request cannot be sent at all (see
+// Waiter.Wait). A
 // Condition that panics makes its requirement unmet, with the *PanicError
 // as the entry's Err; a client that panics makes Check return an error
 // wrapping the *PanicError. A nil ctx (a nil pointer in the interface
