@@ -95,15 +95,19 @@ type reporter struct {
 	quiet   logr.Logger // the same sink, dropping its panics
 }
 
-func newReporter(onError func(error), l logr.Logger) *reporter {
+// newReporter wraps l's sink before anything calls it (even WithName,
+// which a sink may implement and which may panic), then names the loggers
+// name. l's verbosity level is kept.
+func newReporter(onError func(error), l logr.Logger, name string) *reporter {
 	r := &reporter{onError: onError}
 	sink := l.GetSink()
 	if sink == nil {
 		r.log, r.quiet = l, l
 		return r
 	}
-	r.log = logr.New(&safeSink{sink: sink, onPanic: r.handle})
-	r.quiet = logr.New(&safeSink{sink: sink})
+	v := l.GetV()
+	r.log = logr.New(&safeSink{sink: sink, onPanic: r.handle}).V(v).WithName(name)
+	r.quiet = logr.New(&safeSink{sink: sink}).V(v).WithName(name)
 	return r
 }
 

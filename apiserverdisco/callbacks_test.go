@@ -417,3 +417,101 @@ func TestCallbackPanicsContained(t *testing.T) {
 		require.Nil(t, w.Err())
 	})
 }
+
+// methodPanicSink is a LogSink (with WithCallDepth) that panics in the
+// method named where, once armed (logr.New calls Init).
+type methodPanicSink struct {
+	where string
+	armed *atomic.Bool
+}
+
+func (s methodPanicSink) logger() logr.Logger {
+	l := logr.New(s)
+	s.armed.Store(true)
+	return l
+}
+
+func (s methodPanicSink) p(method string) {
+	if s.where == method && s.armed.Load() {
+		panic("logger sink: " + method)
+	}
+}
+func (s methodPanicSink) Init(logr.RuntimeInfo)          { s.p("Init") }
+func (s methodPanicSink) Enabled(int) bool               { s.p("Enabled"); return true }
+func (s methodPanicSink) Info(int, string, ...any)       { s.p("Info") }
+func (s methodPanicSink) Error(error, string, ...any)    { s.p("Error") }
+func (s methodPanicSink) WithValues(...any) logr.LogSink { s.p("WithValues"); return s }
+func (s methodPanicSink) WithName(string) logr.LogSink   { s.p("WithName"); return s }
+func (s methodPanicSink) WithCallDepth(int) logr.LogSink { s.p("WithCallDepth"); return s }
+func (s methodPanicSink) GetCallStackHelper() func()     { s.p("GetCallStackHelper"); return func() {} }
+func (s methodPanicSink) String() string                 { return "methodPanicSink(" + s.where + ")" }
+func (s methodPanicSink) check(t *testing.T, v any, call string) {
+	t.Helper()
+	if v != nil {
+		t.Fatalf("%s with a sink panicking in %s: the panic escaped: %v", call, s.where, v)
+	}
+}
+
+// TestLoggerSinkPanicsContained: a caller's logger whose sink panics in
+// any method — given with WithLogger or in the context — never panics the
+// call that takes it (Publish, NewWatcher, StartLegacyKeyWriter), nor the
+// goroutines they start: the call succeeds and the panic is reported.
+func TestLoggerSinkPanicsContained(t *testing.T) {
+	ctx := testCtx(t)
+	c := testenv.NewCluster(t)
+	cli := c.Client()
+	catch := func(f func()) (v any) {
+		defer func() { v = recover() }()
+		f()
+		return nil
+	}
+	for _, where := range []string{"Init", "Enabled", "Info", "Error", "WithValues", "WithName", "WithCallDepth"} {
+		for _, viaCtx := range []bool{false, true} {
+			name := where + "/WithLogger"
+			if viaCtx {
+				name = where + "/context"
+			}
+			t.Run(name, func(t *testing.T) {
+				sink := methodPanicSink{where: where, armed: new(atomic.Bool)}
+				prefix := "/test/sinkpanic/" + strings.ToLower(name) + "/"
+				// A malformed value: reported, so logged as an error.
+				_, err := cli.Put(ctx, prefix+"bad", "garbage")
+				require.NoError(t, err)
+				var errs errorLog
+				opts := []apiserverdisco.Option{apiserverdisco.WithErrorHandler(errs.handle)}
+				callCtx := ctx
+				if viaCtx {
+					callCtx = logr.NewContext(ctx, sink.logger())
+				} else {
+					opts = append(opts, apiserverdisco.WithLogger(sink.logger()))
+				}
+				var r *apiserverdisco.Registration
+				sink.check(t, catch(func() {
+					r, err = apiserverdisco.Publish(callCtx, cli, "a", "10.0.0.1:6443", append(opts, apiserverdisco.WithPrefix(prefix))...)
+				}), "Publish")
+				require.NoError(t, err)
+				var w *apiserverdisco.Watcher
+				sink.check(t, catch(func() {
+					w, err = apiserverdisco.NewWatcher(callCtx, apiserverdisco.EtcdPrefix(cli, prefix), opts...)
+				}), "NewWatcher")
+				require.NoError(t, err)
+				var lw *apiserverdisco.LegacyKeyWriter
+				sink.check(t, catch(func() {
+					lw, err = apiserverdisco.StartLegacyKeyWriter(callCtx, cli, "sinkpanic", "n1", apiserverdisco.EtcdPrefix(cli, prefix), opts...)
+				}), "StartLegacyKeyWriter")
+				require.NoError(t, err)
+				// They work: the watcher delivers (and logs that it did).
+				addrs, err := w.WaitForAddresses(ctx, 1)
+				require.NoError(t, err)
+				require.Equal(t, []string{"10.0.0.1:6443"}, addrs)
+				errs.waitMalformed(t, prefix+"bad")
+				if where != "WithCallDepth" { // only Logger.WithCallDepth calls it
+					errs.waitPanic(t, "the logger's sink")
+				}
+				require.NoError(t, lw.Close())
+				require.NoError(t, w.Close())
+				require.NoError(t, r.Close())
+			})
+		}
+	}
+}

@@ -99,7 +99,7 @@ func buildOptions(ctx context.Context, call scope, opts []Option) (options, logr
 		log = logr.Discard()
 	}
 	o.base = log
-	o.rep = newReporter(o.onError, log.WithName("apiserverdisco"))
+	o.rep = newReporter(o.onError, log, "apiserverdisco")
 	return o, o.rep.log, nil
 }
 
