@@ -44,8 +44,8 @@ type Allowed struct {
 	// User is the user name to review. Set exactly one of User and
 	// ServiceAccount.
 	User string
-	// ServiceAccount is the ServiceAccount to review, as namespace and
-	// name; it is reviewed as the apiserver authenticates its tokens:
+	// ServiceAccount is the ServiceAccount to review, as namespace (a
+	// DNS-1123 label) and name (a DNS-1123 subdomain); it is reviewed as the apiserver authenticates its tokens:
 	// user "system:serviceaccount:<namespace>:<name>" in the groups
 	// "system:serviceaccounts" and "system:serviceaccounts:<namespace>".
 	ServiceAccount types.NamespacedName
@@ -72,9 +72,10 @@ type Allowed struct {
 	// NonResourceURLs. Every combination is reviewed.
 	Rules []rbacv1.PolicyRule
 
-	// Namespace is the namespace of the requests; "" reviews them across
-	// all namespaces (or on cluster-scoped resources). Non-resource URLs
-	// have no namespace: Rules with NonResourceURLs need Namespace "".
+	// Namespace is the namespace of the requests (a DNS-1123 label); ""
+	// reviews them across all namespaces (or on cluster-scoped
+	// resources). Non-resource URLs have no namespace: Rules with
+	// NonResourceURLs need Namespace "".
 	Namespace string
 }
 
@@ -204,6 +205,18 @@ func (r Allowed) validate() error {
 		return invalid("Allowed %s: set only one of User (%q) and ServiceAccount (%s)", r.action(), r.User, r.ServiceAccount)
 	case sa && (r.ServiceAccount.Namespace == "" || r.ServiceAccount.Name == ""):
 		return invalid("Allowed %s: ServiceAccount %q needs a namespace and a name", r.action(), r.ServiceAccount.String())
+	}
+	if sa {
+		if err := validServiceAccount("Allowed for ServiceAccount "+r.ServiceAccount.String(), r.ServiceAccount.Namespace, r.ServiceAccount.Name); err != nil {
+			return err
+		}
+	}
+	if r.Namespace != "" {
+		if err := validNamespace("Allowed for "+r.user(), r.Namespace); err != nil {
+			return err
+		}
+	}
+	switch {
 	case single && len(r.Rules) > 0:
 		return invalid("Allowed for %s: set Verb, Group, Resource, Subresource and ResourceName (one permission) or Rules, not both", r.user())
 	case len(r.Rules) > 0:

@@ -8,9 +8,11 @@ import (
 	"testing"
 
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/validation/path"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
 
 	"github.com/kubeboot/kubeboot/cnibootstrap"
@@ -123,6 +125,8 @@ func FuzzRequirementStrings(f *testing.F) {
 	f.Add("Cluster_Informations.x", "apps", "v1", "pods/status", "x", "ns", "*", "*")
 	f.Add("a.b", "", "v1", "pods/log/x", "p", "ns", "", "metrics")
 	f.Add("x..y", "g", "v", "r", "n", "n:s", "get", "/healthz/*")
+	f.Add("a.b", "Bad Group", "v 1", "UPPER", "a/b", "kube system", "list", "/")
+	f.Add("a.b", "g.io", "v1", "things", "..", "..", "list", "/")
 	clients, err := cnibootstrap.NewClients(offlineConfig)
 	if err != nil {
 		f.Fatal(err)
@@ -149,6 +153,16 @@ func FuzzRequirementStrings(f *testing.F) {
 			}
 			if n1, n2 := r.Name(), r.Name(); w == nil || n1 == "" || n1 != n2 {
 				t.Fatalf("New(%#v) accepted a requirement without a stable name", r)
+			}
+			// An accepted object names what the apiserver can hold.
+			if o, ok := r.(cnibootstrap.ObjectExists); ok {
+				bad := len(path.IsValidPathSegmentName(o.Object)) > 0 ||
+					(o.Namespace != "" && len(validation.IsDNS1123Label(o.Namespace)) > 0) ||
+					(o.GVR.Group != "" && len(validation.IsDNS1123Subdomain(o.GVR.Group)) > 0) ||
+					len(validation.IsDNS1123Label(o.GVR.Version)) > 0 || len(validation.IsDNS1123Label(o.GVR.Resource)) > 0
+				if bad {
+					t.Fatalf("New accepted the malformed %#v", o)
+				}
 			}
 		}
 	})

@@ -23,15 +23,18 @@ import (
 // "resource not served: crd clusterinformations.crd.projectcalico.org not found".
 type ObjectExists struct {
 	// GVR is the object's resource, for example
-	// {Group: "crd.projectcalico.org", Version: "v1", Resource: "clusterinformations"}.
+	// {Group: "crd.projectcalico.org", Version: "v1", Resource: "clusterinformations"}:
+	// Group "" or a DNS-1123 subdomain, Version and Resource DNS-1123
+	// labels (not a subresource).
 	GVR schema.GroupVersionResource
-	// Namespace is the object's namespace, "" for a cluster-scoped object.
-	// On a namespaced resource, "" accepts an object of that name in any
+	// Namespace is the object's namespace (a DNS-1123 label), "" for a
+	// cluster-scoped object. On a namespaced resource, "" accepts an object of that name in any
 	// namespace: the waiter follows every one of them, and the requirement
 	// holds while at least one exists, is not being deleted and meets the
 	// Condition (the reasons then name each as "<namespace>/<name>").
 	Namespace string
-	// Object is the object's name.
+	// Object is the object's name; it must be a valid path segment (no
+	// "/" or "%", not "." or "..").
 	Object string
 	// Condition, when set, must hold on the object as well.
 	Condition Condition
@@ -127,19 +130,33 @@ func (r ObjectExists) Name() string {
 }
 
 func (r ObjectExists) validate() error {
-	switch {
-	case r.GVR.Resource == "" || r.GVR.Version == "":
-		return invalid("ObjectExists %q: GVR needs a Version and a Resource, got %q", r.Object, r.GVR.String())
-	case strings.Contains(r.GVR.Resource, "/"):
-		return invalid("ObjectExists %q: GVR.Resource %q must not name a subresource", r.Object, r.GVR.Resource)
-	case r.Object == "":
-		return invalid("ObjectExists %s: empty Object name", r.GVR.GroupResource())
+	if err := validObjectRef("ObjectExists", r.GVR, r.Namespace, r.Object); err != nil {
+		return err
 	}
 	if r.Condition != nil {
 		err := checkCondition(r.Name(), r.Condition, &unstructured.Unstructured{Object: map[string]any{}})
 		if errors.Is(err, ErrInvalidInput) || errors.Is(err, ErrCallbackPanicked) {
 			return fmt.Errorf("%w: ObjectExists %s: Condition on an empty object: %w", ErrInvalidInput, r.Name(), err)
 		}
+	}
+	return nil
+}
+
+// validObjectRef checks the resource, namespace and name of the one
+// object an ObjectExists or ObjectReady (what) names.
+func validObjectRef(what string, gvr schema.GroupVersionResource, namespace, object string) error {
+	ref := fmt.Sprintf("%s %q", what, object)
+	if object == "" {
+		ref = what + " " + gvr.GroupResource().String()
+	}
+	if err := validGVR(ref, "GVR", gvr); err != nil {
+		return err
+	}
+	if err := validObjectName(what+" "+gvr.GroupResource().String(), "Object", object); err != nil {
+		return err
+	}
+	if namespace != "" {
+		return validNamespace(ref, namespace)
 	}
 	return nil
 }

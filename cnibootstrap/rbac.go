@@ -27,7 +27,8 @@ var (
 // A role that exists is not proof that anyone may act: pair it with
 // Allowed for the ServiceAccount that needs it.
 type ClusterRoleExists struct {
-	// Role is the ClusterRole's name.
+	// Role is the ClusterRole's name, a valid path segment (as RBAC names
+	// are: "system:..." is fine, "/" is not).
 	Role string
 	// Rules, when set, must be covered by the role's rules. Each rule
 	// needs Verbs, and either APIGroups with Resources or NonResourceURLs.
@@ -38,8 +39,8 @@ type ClusterRoleExists struct {
 func (r ClusterRoleExists) Name() string { return "clusterrole " + r.Role }
 
 func (r ClusterRoleExists) validate() error {
-	if r.Role == "" {
-		return invalid("ClusterRoleExists: empty Role name")
+	if err := validObjectName("ClusterRoleExists", "Role", r.Role); err != nil {
+		return err
 	}
 	for i, rule := range r.Rules {
 		switch {
@@ -154,13 +155,15 @@ func urlMatches(pattern, url string) bool {
 // "not found", "binds ClusterRole x, want calico-typha" or
 // "has no subject ServiceAccount kube-system/calico-typha".
 type ClusterRoleBindingExists struct {
-	// Binding is the ClusterRoleBinding's name.
+	// Binding is the ClusterRoleBinding's name, a valid path segment.
 	Binding string
-	// Role, when set, is the ClusterRole the binding must refer to.
+	// Role, when set, is the ClusterRole the binding must refer to (a
+	// valid path segment).
 	Role string
 	// Subject, when its Name is set, must be one of the binding's
 	// subjects. Kind must be "User", "Group" or "ServiceAccount"; a
-	// ServiceAccount needs its Namespace. APIGroup is not compared.
+	// ServiceAccount needs its Namespace (a DNS-1123 label) and a name
+	// that is a DNS-1123 subdomain. APIGroup is not compared.
 	Subject rbacv1.Subject
 }
 
@@ -168,8 +171,14 @@ type ClusterRoleBindingExists struct {
 func (r ClusterRoleBindingExists) Name() string { return "clusterrolebinding " + r.Binding }
 
 func (r ClusterRoleBindingExists) validate() error {
-	if r.Binding == "" {
-		return invalid("ClusterRoleBindingExists: empty Binding name")
+	if err := validObjectName("ClusterRoleBindingExists", "Binding", r.Binding); err != nil {
+		return err
+	}
+	what := fmt.Sprintf("ClusterRoleBindingExists %q", r.Binding)
+	if r.Role != "" {
+		if err := validObjectName(what, "Role", r.Role); err != nil {
+			return err
+		}
 	}
 	s := r.Subject
 	if s == (rbacv1.Subject{}) {
@@ -182,6 +191,8 @@ func (r ClusterRoleBindingExists) validate() error {
 		return invalid("ClusterRoleBindingExists %q: Subject Kind %q is not User, Group or ServiceAccount", r.Binding, s.Kind)
 	case s.Kind == rbacv1.ServiceAccountKind && s.Namespace == "":
 		return invalid("ClusterRoleBindingExists %q: ServiceAccount subject %q has no Namespace", r.Binding, s.Name)
+	case s.Kind == rbacv1.ServiceAccountKind:
+		return validServiceAccount(what+" Subject", s.Namespace, s.Name)
 	}
 	return nil
 }

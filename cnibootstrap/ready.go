@@ -38,13 +38,13 @@ import (
 // The object is followed with a list and a watch narrowed by name, and,
 // while its resource is not served, its CRD, as for ObjectExists.
 type ObjectReady struct {
-	// GVR is the object's resource.
+	// GVR is the object's resource, checked as ObjectExists.GVR.
 	GVR schema.GroupVersionResource
-	// Namespace is the object's namespace, "" for a cluster-scoped object
-	// (on a namespaced resource, "" accepts an object of that name in any
-	// namespace).
+	// Namespace is the object's namespace (a DNS-1123 label), "" for a
+	// cluster-scoped object (on a namespaced resource, "" accepts an
+	// object of that name in any namespace).
 	Namespace string
-	// Object is the object's name.
+	// Object is the object's name, a valid path segment.
 	Object string
 }
 
@@ -58,7 +58,7 @@ func (r ObjectReady) Name() string {
 }
 
 func (r ObjectReady) validate() error {
-	return ObjectExists{GVR: r.GVR, Namespace: r.Namespace, Object: r.Object}.validate()
+	return validObjectRef("ObjectReady", r.GVR, r.Namespace, r.Object)
 }
 
 func (r ObjectReady) key() objKey { return objKey{gvr: r.GVR, namespace: r.Namespace, name: r.Object} }

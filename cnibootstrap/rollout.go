@@ -12,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 var (
@@ -100,18 +99,6 @@ func (r RolledOut) validate() error {
 		return invalid("RolledOut %s %q: empty Namespace", r.Kind, r.Workload)
 	}
 	return validNames("RolledOut "+string(r.Kind), r.Namespace, r.Workload)
-}
-
-// validNames checks a namespace and an object name: the waiter puts them
-// in field selectors and URLs, so they must be what the apiserver accepts.
-func validNames(what, namespace, name string) error {
-	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
-		return invalid("%s %s/%s: malformed namespace: %s", what, namespace, name, strings.Join(errs, "; "))
-	}
-	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
-		return invalid("%s %s/%s: malformed name: %s", what, namespace, name, strings.Join(errs, "; "))
-	}
-	return nil
 }
 
 func (r RolledOut) gvr() schema.GroupVersionResource {

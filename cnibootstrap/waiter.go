@@ -39,7 +39,11 @@ type Waiter struct {
 // to check them. Nil clients (typed nils too: a nil
 // *kubernetes.Clientset, *fake.Clientset or any other nil pointer in the
 // interface), a nil requirement, a requirement with an empty name, a zero
-// GroupVersionResource or another malformed field, two requirements with
+// GroupVersionResource or another malformed field (names are checked by
+// apimachinery's rules: namespaces are DNS-1123 labels; object names are
+// path segments, DNS-1123 subdomains for the kinds that require them;
+// groups are DNS-1123 subdomains, versions and resources DNS-1123
+// labels), two requirements with
 // the same Name, nil options, a backoff factory that returns a nil policy
 // and a Condition or factory that panics give an error wrapping
 // ErrInvalidInput that names the culprit. An empty list of requirements is

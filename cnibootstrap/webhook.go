@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/dynamic"
 )
 
@@ -64,14 +65,17 @@ const failedCalling = "failed calling webhook"
 type WebhookServing struct {
 	// Kind is ValidatingWebhook or MutatingWebhook.
 	Kind WebhookKind
-	// Configuration is the webhook configuration's name.
+	// Configuration is the webhook configuration's name, a DNS-1123
+	// subdomain.
 	Configuration string
 	// ProbeGVR is the resource of Probe, for example
-	// {Group: "networking.k8s.io", Version: "v1", Resource: "ingresses"}.
+	// {Group: "networking.k8s.io", Version: "v1", Resource: "ingresses"},
+	// checked as ObjectExists.GVR.
 	ProbeGVR schema.GroupVersionResource
 	// Probe is the object to dry-run create, with its apiVersion, kind,
-	// name (or generateName) and, for a namespaced resource, namespace;
-	// it must be one the webhook's rules intercept. New copies it: later
+	// name (or generateName; a name must be a valid path segment) and,
+	// for a namespaced resource, namespace (a DNS-1123 label); it must
+	// be one the webhook's rules intercept. New copies it: later
 	// changes to it do not count.
 	Probe *unstructured.Unstructured
 }
@@ -87,10 +91,15 @@ func (r WebhookServing) validate() error {
 		return invalid("WebhookServing %q: Kind %q is not Validating or Mutating", r.Configuration, r.Kind)
 	case r.Configuration == "":
 		return invalid("WebhookServing: empty Configuration name")
-	case r.ProbeGVR.Version == "" || r.ProbeGVR.Resource == "":
-		return invalid("WebhookServing %q: ProbeGVR needs a Version and a Resource, got %q", r.Configuration, r.ProbeGVR.String())
-	case strings.Contains(r.ProbeGVR.Resource, "/"):
-		return invalid("WebhookServing %q: ProbeGVR.Resource %q must not name a subresource", r.Configuration, r.ProbeGVR.Resource)
+	}
+	what := fmt.Sprintf("WebhookServing %q", r.Configuration)
+	if errs := validation.IsDNS1123Subdomain(r.Configuration); len(errs) > 0 {
+		return invalid("WebhookServing: malformed Configuration name %q: %s", r.Configuration, strings.Join(errs, "; "))
+	}
+	if err := validGVR(what, "ProbeGVR", r.ProbeGVR); err != nil {
+		return err
+	}
+	switch {
 	case isNil(r.Probe) || r.Probe.Object == nil:
 		return invalid("WebhookServing %q: nil Probe", r.Configuration)
 	}
@@ -105,6 +114,14 @@ func (r WebhookServing) validate() error {
 		return invalid("WebhookServing %q: Probe apiVersion %q is not ProbeGVR's %q", r.Configuration, r.Probe.GetAPIVersion(), r.ProbeGVR.GroupVersion())
 	case r.Probe.GetName() == "" && r.Probe.GetGenerateName() == "":
 		return invalid("WebhookServing %q: Probe needs a name or a generateName", r.Configuration)
+	}
+	if ns := r.Probe.GetNamespace(); ns != "" {
+		if err := validNamespace(what+" Probe", ns); err != nil {
+			return err
+		}
+	}
+	if name := r.Probe.GetName(); name != "" {
+		return validObjectName(what, "Probe", name)
 	}
 	return nil
 }
