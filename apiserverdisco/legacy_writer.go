@@ -281,7 +281,7 @@ func (lw *LegacyKeyWriter) run(ctx context.Context) {
 // lost or ctx ends, then resign and revoke. It reports whether it led.
 func (lw *LegacyKeyWriter) term(ctx context.Context) (led bool, err error) {
 	gctx, cancel := context.WithTimeout(ctx, lw.o.requestTimeout)
-	ttl := int64((lw.o.ttl + time.Second - 1) / time.Second)
+	ttl := leaseSeconds(lw.o.ttl)
 	g, err := lw.client.Grant(gctx, ttl)
 	cancel()
 	if err != nil {

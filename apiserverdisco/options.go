@@ -140,29 +140,49 @@ func cleanPrefix(prefix string) (string, error) {
 	return prefix, nil
 }
 
+// maxTTL is etcd's maximum lease TTL (lease.MaxLeaseTTL, 9,000,000,000
+// seconds): etcd refuses to grant a longer lease.
+const maxTTL = 9_000_000_000 * time.Second
+
 // WithTTL sets the lease TTL of a published address, or of a
 // LegacyKeyWriter's election lease (default DefaultTTL), rounded up to
 // whole seconds; etcd may raise very short TTLs to its minimum. It must be
-// at least one second. For Publish and StartLegacyKeyWriter.
+// at least one second and at most etcd's maximum lease TTL, 9,000,000,000
+// seconds (about 285 years); anything else is an error wrapping
+// ErrInvalidInput. For Publish and StartLegacyKeyWriter.
 func WithTTL(ttl time.Duration) Option {
 	return func(o *options) error {
 		o.only(forPublish|forLegacyWriter, "WithTTL")
 		if ttl < time.Second {
 			return invalidInput("apiserverdisco: WithTTL(%s): the TTL must be at least 1s", ttl)
 		}
+		if ttl > maxTTL {
+			return invalidInput("apiserverdisco: WithTTL(%s): the TTL must be at most etcd's maximum lease TTL, %ds", ttl, int64(maxTTL/time.Second))
+		}
 		o.ttl = ttl
 		return nil
 	}
 }
 
+// leaseSeconds is ttl rounded up to whole seconds, without overflow for
+// any positive ttl.
+func leaseSeconds(ttl time.Duration) int64 {
+	secs := int64(ttl / time.Second)
+	if ttl%time.Second > 0 {
+		secs++
+	}
+	return secs
+}
+
 // WithDebounce sets how long a set that drops an address must stay
 // unchanged before the Watcher delivers it (default DefaultDebounce); if it
 // keeps changing, it is delivered at the latest five debounce periods after
-// the first change. Sets that only add addresses, and the first set a
-// Watcher learns, are delivered at once. So an apiserver that flaps yields
-// one delivery (or none), and a new one is used without delay. Zero
-// delivers every change at once; negative is an error. For NewWatcher and
-// StartLegacyKeyWriter (its Watcher).
+// the first change (five periods longer than the longest time.Duration
+// count as that longest duration, about 292 years). Sets that only add
+// addresses, and the first set a Watcher learns, are delivered at once.
+// So an apiserver that flaps yields one delivery (or none), and a new one
+// is used without delay. Zero delivers every change at once; negative is
+// an error. For NewWatcher and StartLegacyKeyWriter (its Watcher).
 func WithDebounce(d time.Duration) Option {
 	return func(o *options) error {
 		o.only(forWatch|forLegacyWriter, "WithDebounce")

@@ -244,7 +244,7 @@ func (r *Registration) put(ctx context.Context, from clientv3.LeaseID) (lease cl
 func (r *Registration) putOnce(ctx context.Context, from clientv3.LeaseID) (lease clientv3.LeaseID, rev int64, held bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.requestTimeout)
 	defer cancel()
-	ttl := int64((r.o.ttl + time.Second - 1) / time.Second)
+	ttl := leaseSeconds(r.o.ttl)
 	g, err := r.client.Grant(ctx, ttl)
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("apiserverdisco: publish %q: grant a %ds lease: %w", r.key, ttl, err)
