@@ -1,6 +1,7 @@
 package apiserverdisco
 
 import (
+	"math"
 	"slices"
 	"time"
 )
@@ -67,7 +68,7 @@ func (d *debouncer) tick(now time.Time) decision {
 		return d.deliver()
 	}
 	due := d.wantSince.Add(d.debounce)
-	if limit := d.firstChange.Add(maxDelayFactor * d.debounce); limit.Before(due) {
+	if limit := d.firstChange.Add(maxDelay(d.debounce)); limit.Before(due) {
 		due = limit
 	}
 	if len(d.want) == 0 {
@@ -84,6 +85,16 @@ func (d *debouncer) tick(now time.Time) decision {
 func (d *debouncer) deliver() decision {
 	d.cur, d.delivered = d.want, true
 	return decision{deliver: true, set: d.cur}
+}
+
+// maxDelay is maxDelayFactor × debounce, saturated at the longest
+// time.Duration instead of overflowing (a huge debounce must not become a
+// negative limit, which would deliver at once).
+func maxDelay(debounce time.Duration) time.Duration {
+	if debounce > math.MaxInt64/maxDelayFactor {
+		return math.MaxInt64
+	}
+	return maxDelayFactor * debounce
 }
 
 // normalizeSet returns a sorted, de-duplicated copy of addrs.

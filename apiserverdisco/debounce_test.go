@@ -2,6 +2,7 @@ package apiserverdisco
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -99,6 +100,17 @@ func TestDebouncer(t *testing.T) {
 			{at: 100 * time.Millisecond, tick: true, deliver: []string{A}},
 			{at: 100 * time.Millisecond, set: []string{}, wake: time.Minute + 100*time.Millisecond},
 			{at: time.Minute, set: []string{A, B}, deliver: []string{A, B}, noWake: true},
+		}},
+		{name: "a huge debounce: five periods saturate instead of overflowing", debounce: 1 << 61, steps: []step{
+			{at: 0, set: []string{A, B}, deliver: []string{A, B}, noWake: true},
+			{at: 10 * time.Millisecond, set: []string{A}, wake: 10*time.Millisecond + 1<<61},
+			{at: time.Hour, tick: true, wake: 10*time.Millisecond + 1<<61},
+			{at: time.Hour, set: []string{B}, wake: time.Hour + 1<<61},
+		}},
+		{name: "the longest debounce", debounce: math.MaxInt64 - time.Hour, steps: []step{
+			{at: 0, set: []string{A, B}, deliver: []string{A, B}, noWake: true},
+			{at: time.Hour, set: []string{A}, wake: math.MaxInt64},
+			{at: 2 * time.Hour, tick: true, wake: math.MaxInt64},
 		}},
 		{name: "zero debounce delivers every change at once", debounce: 0, steps: []step{
 			{at: 0, set: []string{A}, deliver: []string{A}},
