@@ -247,8 +247,10 @@ func (s Snapshot) clone() Snapshot {
 //
 // When ctx ends first, Next returns an error wrapping ctx.Err() (and
 // ErrNotYetSet if nothing was ever delivered) that names the source and the
-// last version returned. After the Watcher has stopped, Next returns an
-// error wrapping the reason (ErrClosed after Close).
+// last version returned. Once the Watcher has stopped (Done is closed),
+// Next returns an error wrapping the reason (ErrClosed after Close), even
+// if a Snapshot was delivered that Next has not returned yet: Current
+// still reads the last one.
 func (w *Watcher) Next(ctx context.Context) (Snapshot, error) {
 	if w.invalid() {
 		return Snapshot{}, errNotAWatcher
@@ -259,7 +261,7 @@ func (w *Watcher) Next(ctx context.Context) (Snapshot, error) {
 	for {
 		w.mu.Lock()
 		snap, cursor, ch, stopped := w.snap, w.cursor, w.changed, w.err
-		if snap.Version > cursor {
+		if stopped == nil && snap.Version > cursor {
 			w.cursor = snap.Version
 			w.mu.Unlock()
 			return snap.clone(), nil
@@ -285,8 +287,9 @@ func (w *Watcher) Next(ctx context.Context) (Snapshot, error) {
 //
 // When ctx ends first, it returns an error wrapping ctx.Err() that names
 // the source and what it had so far (and wraps ErrNotYetSet if nothing at
-// all). After the Watcher has stopped, it returns an error wrapping the
-// reason (ErrClosed after Close).
+// all). Once the Watcher has stopped (Done is closed), it returns an
+// error wrapping the reason (ErrClosed after Close), whatever set it had:
+// a caller looping until an error ends; Current still reads the last set.
 func (w *Watcher) WaitForAddresses(ctx context.Context, n int) ([]string, error) {
 	if w.invalid() {
 		return nil, errNotAWatcher
@@ -301,11 +304,11 @@ func (w *Watcher) WaitForAddresses(ctx context.Context, n int) ([]string, error)
 		w.mu.Lock()
 		snap, ch, stopped := w.snap, w.changed, w.err
 		w.mu.Unlock()
-		if len(snap.Addresses) >= n {
-			return slices.Clone(snap.Addresses), nil
-		}
 		if stopped != nil {
 			return nil, w.stoppedErr(stopped)
+		}
+		if len(snap.Addresses) >= n {
+			return slices.Clone(snap.Addresses), nil
 		}
 		select {
 		case <-ch:
@@ -365,8 +368,8 @@ func (w *Watcher) Err() error {
 }
 
 // Close stops the Watcher and waits until its goroutines have returned;
-// blocked Next and WaitForAddresses calls return an error wrapping
-// ErrClosed. It returns nil, and may be called more than once; on a nil
+// blocked Next and WaitForAddresses calls, and every later one, return an
+// error wrapping ErrClosed. It returns nil, and may be called more than once; on a nil
 // Watcher it returns an error wrapping ErrInvalidInput.
 func (w *Watcher) Close() error {
 	if w.invalid() {
