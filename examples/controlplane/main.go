@@ -12,15 +12,22 @@
 //     prerequisites are really usable.
 //
 // It prints a timeline and, at the end, the hooks report and per-phase times.
-// --fault replays one incident and shows it absorbed. The kube-apiserver is
-// the same binary the tests use: built on first run (about 5 minutes, once),
-// then cached.
+// --fault replays one incident and shows it absorbed, with evidence read
+// from outside the code that injects it (--help lists them). Two of them,
+// ingress-upgrade and bad-chart, replay the RKE2 ingress-nginx upgrade (rke2
+// #7652): they also start the node side against node 1's apiserver — a real
+// kube-controller-manager and kube-scheduler, and a hollow kubelet per node
+// — and install an ingress-nginx-shaped add-on at v1 and upgrade it to v2
+// through a hooks graph gated by cnibootstrap (examples/ingress runs the same
+// scenario on its own). The kube-apiserver and the node components are the
+// binaries the tests use: built on first run (minutes, once), then cached.
 //
 //	go run ./examples/controlplane [--members N] [--fault NAME] [--json] [--keep]
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -37,10 +44,24 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("controlplane", flag.ContinueOnError)
 	var cfg Config
 	fs.IntVar(&cfg.Members, "members", 3, "number of etcd members (nodes)")
-	fs.StringVar(&cfg.Fault, "fault", "", "replay one incident: "+strings.Join(Faults, ", "))
+	fs.StringVar(&cfg.Fault, "fault", "", "replay one incident: "+strings.Join(Faults, ", ")+" (see below)")
 	fs.BoolVar(&cfg.JSON, "json", false, "print events and the summary as JSON lines")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the cluster running until Ctrl-C, printing its kubeconfig and etcd endpoints")
+	fs.Usage = func() {
+		out := fs.Output()
+		fmt.Fprintln(out, "Usage: controlplane [--members N] [--fault NAME] [--json] [--keep]")
+		fmt.Fprintln(out, "\nBrings up a real control plane with kubeboot's packages; --fault replays one incident and shows it absorbed.")
+		fmt.Fprintln(out, "\nFlags:")
+		fs.PrintDefaults()
+		fmt.Fprintln(out, "\nFaults:")
+		for _, f := range Faults {
+			fmt.Fprintf(out, "  %s\n    \t%s\n", f, FaultHelp[f])
+		}
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	cfg.Out, cfg.Log = os.Stdout, os.Stderr

@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/kubeboot/kubeboot/cnibootstrap"
+	"github.com/kubeboot/kubeboot/examples/internal/ingress"
 	"github.com/kubeboot/kubeboot/hooks"
 	"github.com/kubeboot/kubeboot/internal/testenv"
 )
@@ -82,11 +86,88 @@ func TestControlPlaneExample(t *testing.T) {
 				if !eventBefore(res.Events, "injected", "hook cni") {
 					t.Errorf("the cni hook started before ClusterInformation existed")
 				}
+			case FaultIngressUpgrade:
+				checkIngressUpgrade(t, res)
+			case FaultBadChart:
+				checkBadChart(t, res)
 			}
 			if t.Failed() {
 				t.Logf("timeline:\n%s", out.String())
 			}
 		})
+	}
+}
+
+// checkIngressUpgrade checks the ingress-upgrade evidence on its own: the
+// add-on hooks started in order; as the webhook was handed over no v1
+// controller pod was left on any node (not even terminating) and v2 ran
+// ready on every one; the v2 webhook server answered the gate's dry-run
+// before the ingresses hook started and admitted every Ingress itself.
+func checkIngressUpgrade(t *testing.T, res *Result) {
+	t.Helper()
+	up := res.AddOnUpgrade
+	if up == nil || res.AddOnErr != nil {
+		t.Fatalf("add-on upgrade: %v (result %v)", res.AddOnErr, up != nil)
+	}
+	if got := up.Started(); !slices.Equal(got, ingress.Hooks) {
+		t.Errorf("add-on hooks started in the order %v, want %v", got, ingress.Hooks)
+	}
+	s := up.Snapshots[ingress.HookWebhook]
+	if s.Controller["v1"].Live != 0 || s.Controller["v2"].Ready != 3 || s.Controller["v2"].Nodes != 3 {
+		t.Errorf("as the webhook hook started: %s, want no v1 controller pod and v2 ready on 3 nodes", s)
+	}
+	s = up.Snapshots[ingress.HookController]
+	if s.Backend["v1"].Live != 0 || s.Backend["v2"].Ready != 1 || s.Controller["v2"].Live != 0 {
+		t.Errorf("as the controller hook started: %s, want only the v2 backend, ready, and no v2 controller yet", s)
+	}
+	ingStart := up.Snapshots[ingress.HookIngresses].At
+	probed := false
+	admitted := map[string]bool{}
+	for _, c := range up.Calls {
+		if c.Server != "v2" {
+			t.Errorf("admission request to the %s webhook during the upgrade: %+v", c.Server, c)
+		}
+		probed = probed || (c.DryRun && c.Name == ingress.Probe && !c.At.After(ingStart))
+		if !c.DryRun && c.Allowed && c.Operation == "UPDATE" {
+			admitted[c.Name] = true
+		}
+	}
+	if !probed {
+		t.Errorf("the v2 webhook logged no dry-run before the ingresses hook: %v", up.Calls)
+	}
+	for _, name := range ingress.Ingresses {
+		if !admitted[name] || up.After.Ingresses[name] != "v2" {
+			t.Errorf("ingress %s: admitted by v2 %v, at %q after the upgrade", name, admitted[name], up.After.Ingresses[name])
+		}
+	}
+}
+
+// checkBadChart checks the bad-chart evidence on its own: the upgrade
+// ended on the install Job's FailedError (FailAfter, not a deadline),
+// only install-chart started, and v1 is what runs on every node.
+func checkBadChart(t *testing.T, res *Result) {
+	t.Helper()
+	up := res.AddOnUpgrade
+	if up == nil {
+		t.Fatal("no add-on upgrade")
+	}
+	var fe *cnibootstrap.FailedError
+	if !errors.As(res.AddOnErr, &fe) {
+		t.Fatalf("add-on upgrade error %v, want the install Job's *cnibootstrap.FailedError", res.AddOnErr)
+	}
+	if fe.Kind != "Job" || fe.Name != ingress.ChartJob || fe.Namespace != "kube-system" || fe.Reason != "FailAfter" ||
+		!strings.Contains(fe.Message, "exited with code 1") {
+		t.Errorf("failed requirement %+v, want the install Job %s failing with exit code 1", fe, ingress.ChartJob)
+	}
+	if errors.Is(res.AddOnErr, context.DeadlineExceeded) {
+		t.Errorf("the upgrade ended at a deadline: %v", res.AddOnErr)
+	}
+	if got := up.Started(); !slices.Equal(got, []string{ingress.HookInstallChart}) {
+		t.Errorf("add-on hooks started: %v, want only %s", got, ingress.HookInstallChart)
+	}
+	a := up.After
+	if a.Controller["v2"].Live != 0 || a.Controller["v1"].Ready != 3 || a.Backend["v2"].Live != 0 || a.WebhookVersion != "v1" {
+		t.Errorf("after the failed upgrade: %s, want v1 untouched and ready on 3 nodes", a)
 	}
 }
 

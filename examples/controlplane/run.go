@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/kubeboot/kubeboot/examples/internal/ingress"
 	"github.com/kubeboot/kubeboot/hooks"
 	"github.com/kubeboot/kubeboot/internal/testenv"
 )
@@ -22,10 +23,24 @@ const (
 	FaultAPIServerRestart = "apiserver-restart"
 	FaultEmptyAddresses   = "empty-addresses"
 	FaultCalicoRace       = "calico-race"
+	FaultIngressUpgrade   = "ingress-upgrade"
+	FaultBadChart         = "bad-chart"
 )
 
 // Faults lists every valid --fault value.
-var Faults = []string{FaultPromoteReplyLost, FaultAPIServerRestart, FaultEmptyAddresses, FaultCalicoRace}
+var Faults = []string{FaultPromoteReplyLost, FaultAPIServerRestart, FaultEmptyAddresses, FaultCalicoRace, FaultIngressUpgrade, FaultBadChart}
+
+// FaultHelp says what each fault replays and what absorbing it looks like.
+var FaultHelp = map[string]string{
+	FaultPromoteReplyLost: "node 2 joins through a proxy that drops MemberPromote replies until one that etcd applied has lost its reply (kubeadm #3317); the join confirms the promotion from the member list instead of failing",
+	FaultAPIServerRestart: "the kube-apiserver restarts while the bootstrap hooks run (rke2 #8269); the hook that failed on it waits on its gate and succeeds on its second attempt",
+	FaultEmptyAddresses:   "the node agent loses etcd for longer than a backoff cycle (k3s #11934); it keeps its apiserver address, never gets an empty set, and resumes",
+	FaultCalicoRace:       "Calico's objects are created in the worst order, ClusterInformation not ready at first (rke2 #7808); the CNI hook starts only when all are usable",
+	FaultIngressUpgrade: "starts kube-controller-manager, kube-scheduler and a hollow kubelet per node, installs an ingress-nginx-shaped add-on at v1 and upgrades it to v2 " +
+		"(rke2 #7652's upgrade): install Job complete → default backend rolled out → controller rolled out, no old pod left → webhook serving → Ingresses applied, checked from the cluster and the webhook's own log",
+	FaultBadChart: "as ingress-upgrade, but the v2 install Job fails every attempt (rke2 #7652's trigger, backoffLimit 1000); the upgrade stops on its second failure " +
+		"with an error naming the Job, not at the 5-minute timeout, and nothing after it runs: v1 keeps serving",
+}
 
 // Config is what the flags set.
 type Config struct {
@@ -59,6 +74,12 @@ type Result struct {
 	// FaultObserved says the injected fault really happened (always true
 	// without a fault).
 	FaultObserved bool
+	// AddOnInstall and AddOnUpgrade are the ingress-nginx add-on's v1
+	// install and v2 upgrade (ingress-upgrade and bad-chart only), and
+	// AddOnErr the upgrade's error: the install Job's failure under
+	// bad-chart, which the demo absorbs.
+	AddOnInstall, AddOnUpgrade *ingress.Result
+	AddOnErr                   error
 }
 
 func (c Config) validate() error {
@@ -88,6 +109,8 @@ type demo struct {
 	etcd   *testenv.Cluster
 	client *clientv3.Client // node 1's view of the cluster (all endpoints)
 	api    *testenv.APIServer
+	cp     *testenv.ControlPlane // ingress-upgrade and bad-chart only
+	nodes  []*testenv.Node       // ingress-upgrade and bad-chart only
 	res    Result
 }
 
@@ -144,6 +167,16 @@ func (d *demo) run(ctx context.Context) error {
 		return fmt.Errorf("bootstrap hooks: %w", err)
 	}
 	d.ph.end("bootstrap hooks")
+	if addOnFault(d.cfg.Fault) {
+		if err := d.startNodes(ctx); err != nil {
+			return fmt.Errorf("nodes: %w", err)
+		}
+		d.ph.end("nodes")
+		if err := d.addOn(ctx); err != nil {
+			return fmt.Errorf("add-on: %w", err)
+		}
+		d.ph.end("add-on upgrade")
+	}
 	if err := d.verify(ctx, agent); err != nil {
 		return err
 	}
@@ -167,8 +200,15 @@ func (d *demo) keep(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// teardown stops the apiserver before etcd and removes the run's directory.
+// teardown stops the kubelets and the controllers, then the apiserver,
+// then etcd, and removes the run's directory.
 func (d *demo) teardown() {
+	for _, n := range d.nodes {
+		_ = n.Close()
+	}
+	if d.cp != nil {
+		_ = d.cp.Close()
+	}
 	if d.api != nil {
 		_ = d.api.Close()
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/kubeboot/kubeboot/hooks"
 )
 
 // printSummary prints the hooks report as a table and the per-phase times,
@@ -33,28 +35,38 @@ func printSummary(out io.Writer, res *Result, runErr error, asJSON bool) {
 			Hooks         []hookRow `json:"hooks"`
 			CriticalPath  []string  `json:"critical_path"`
 			Phases        []Phase   `json:"phases"`
+			AddOnHooks    []hookRow `json:"addon_upgrade_hooks,omitempty"`
+			AddOnError    string    `json:"addon_upgrade_error,omitempty"`
 		}{Type: "summary", OK: runErr == nil, Voters: res.Voters, Addresses: res.Addresses, FaultObserved: res.FaultObserved,
 			CriticalPath: res.Hooks.CriticalPath, Phases: res.Phases}
 		if runErr != nil {
 			s.Error = runErr.Error()
 		}
-		for _, h := range res.Hooks.Hooks {
-			s.Hooks = append(s.Hooks, hookRow{h.Name, h.State.String(), h.Attempts, h.GateWait.Milliseconds(),
-				h.Running.Milliseconds(), h.Start.Milliseconds(), h.End.Milliseconds(), h.SkippedBy})
+		rows := func(r hooks.Report) []hookRow {
+			var out []hookRow
+			for _, h := range r.Hooks {
+				out = append(out, hookRow{h.Name, h.State.String(), h.Attempts, h.GateWait.Milliseconds(),
+					h.Running.Milliseconds(), h.Start.Milliseconds(), h.End.Milliseconds(), h.SkippedBy})
+			}
+			return out
+		}
+		s.Hooks = rows(res.Hooks)
+		if res.AddOnUpgrade != nil {
+			s.AddOnHooks = rows(res.AddOnUpgrade.Report)
+		}
+		if res.AddOnErr != nil {
+			s.AddOnError = res.AddOnErr.Error()
 		}
 		b, _ := json.Marshal(s)
 		fmt.Fprintln(out, string(b))
 		return
 	}
-	if len(res.Hooks.Hooks) > 0 {
-		fmt.Fprintln(out, "\nhooks:")
-		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  HOOK\tSTATE\tATTEMPTS\tGATE WAIT\tRUNNING\tSTART\tEND")
-		for _, h := range res.Hooks.Hooks {
-			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\n", h.Name, h.State, h.Attempts, ms(h.GateWait), ms(h.Running), ms(h.Start), ms(h.End))
+	printHooks(out, "hooks", res.Hooks)
+	if res.AddOnUpgrade != nil {
+		printHooks(out, "add-on upgrade to "+res.AddOnUpgrade.Release.Version+" hooks", res.AddOnUpgrade.Report)
+		if res.AddOnErr != nil {
+			fmt.Fprintf(out, "  stopped: %v\n", res.AddOnErr)
 		}
-		_ = tw.Flush()
-		fmt.Fprintf(out, "  critical path: %s\n", strings.Join(res.Hooks.CriticalPath, " → "))
 	}
 	fmt.Fprintln(out, "\nphases:")
 	var total time.Duration
@@ -68,6 +80,27 @@ func printSummary(out io.Writer, res *Result, runErr error, asJSON bool) {
 		return
 	}
 	fmt.Fprintf(out, "\nOK: %d voting etcd members, node agent sees %v, %d hooks succeeded\n", res.Voters, res.Addresses, len(res.Hooks.Hooks))
+	switch {
+	case res.AddOnUpgrade != nil && res.AddOnErr != nil:
+		fmt.Fprintln(out, "    ingress-nginx upgrade stopped at once at its failing install Job; v1 untouched")
+	case res.AddOnUpgrade != nil:
+		fmt.Fprintf(out, "    ingress-nginx upgraded to %s in order\n", res.AddOnUpgrade.Release.Version)
+	}
+}
+
+// printHooks prints a hooks report as a table.
+func printHooks(out io.Writer, title string, r hooks.Report) {
+	if len(r.Hooks) == 0 {
+		return
+	}
+	fmt.Fprintf(out, "\n%s:\n", title)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  HOOK\tSTATE\tATTEMPTS\tGATE WAIT\tRUNNING\tSTART\tEND")
+	for _, h := range r.Hooks {
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\t%s\n", h.Name, h.State, h.Attempts, ms(h.GateWait), ms(h.Running), ms(h.Start), ms(h.End))
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(out, "  critical path: %s\n", strings.Join(r.CriticalPath, " → "))
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }

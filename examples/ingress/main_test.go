@@ -244,7 +244,7 @@ func TestBadChartFailsFast(t *testing.T) {
 	assert.Contains(t, fe.Message, "2 failures")
 	assert.Contains(t, fe.Message, "container helm of pod "+ingress.ChartJob+"-")
 	assert.Contains(t, fe.Message, "exited with code 1")
-	assert.Contains(t, err.Error(), "gate of "+ingress.HookDefaultBackend)
+	assert.Contains(t, err.Error(), `hook "`+ingress.HookDefaultBackend+`" failed: gate: `)
 	t.Logf("upgrade: %v", err)
 
 	up := o.upgrade

@@ -31,6 +31,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -104,7 +105,7 @@ type Options struct {
 	// CA signs the webhook servers' certificates; the apiserver trusts it
 	// through the webhook configuration's caBundle.
 	CA *testenv.CA
-	// Dir holds the webhook certificates.
+	// Dir holds the webhook certificates; New creates it if needed.
 	Dir string
 	// Record, if set, receives the timeline: what each step did and saw.
 	// It is called from several goroutines, one call at a time.
@@ -127,8 +128,8 @@ type Addon struct {
 	log      []Call
 }
 
-// New starts the add-on's readiness endpoint server. It makes no request to
-// the apiserver; Close stops what it started.
+// New creates Dir and starts the add-on's readiness endpoint server. It
+// makes no request to the apiserver; Close stops what it started.
 func New(opts Options) (*Addon, error) {
 	switch {
 	case opts.Namespace == "":
@@ -142,6 +143,9 @@ func New(opts Options) (*Addon, error) {
 	}
 	if opts.GateTimeout <= 0 {
 		opts.GateTimeout = DefaultGateTimeout
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("ingress: %w", err)
 	}
 	h, err := startHealthServer()
 	if err != nil {
@@ -200,13 +204,15 @@ func (a *Addon) record(step, outcome, format string, args ...any) {
 
 // gate returns a hook Gate that waits, bounded by the gate timeout, until
 // reqs hold, recording each change of what is unmet; the first report is
-// kept in held[hook] as evidence that the gate held something back.
+// kept in res.Held[hook] as evidence that the gate held something back.
+// Its error is cnibootstrap.Wait's; the runner's error names the hook and
+// says it came from the gate.
 func (a *Addon) gate(hook string, res *Result, reqs ...cnibootstrap.Requirement) func(context.Context) error {
 	return func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, a.opts.GateTimeout)
 		defer cancel()
 		last := "-"
-		err := cnibootstrap.Wait(ctx, a.opts.Clients, reqs, cnibootstrap.WithProgress(func(unmet []cnibootstrap.Unmet) {
+		return cnibootstrap.Wait(ctx, a.opts.Clients, reqs, cnibootstrap.WithProgress(func(unmet []cnibootstrap.Unmet) {
 			line := ""
 			for i, u := range unmet {
 				if i > 0 {
@@ -225,9 +231,5 @@ func (a *Addon) gate(hook string, res *Result, reqs ...cnibootstrap.Requirement)
 			res.noteHeld(hook, line)
 			a.record("gate "+hook, fmt.Sprintf("%d unmet", len(unmet)), "%s", line)
 		}))
-		if err != nil {
-			return fmt.Errorf("gate of %s: %w", hook, err)
-		}
-		return nil
 	}
 }

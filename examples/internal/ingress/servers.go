@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
@@ -101,7 +100,7 @@ func (w *webhookServer) URL() string { return "https://" + w.addr + "/networking
 // startWebhook starts the webhook server of version v, with a serving
 // certificate from the add-on's CA.
 func (a *Addon) startWebhook(v string) (*webhookServer, error) {
-	pair, err := a.opts.CA.Issue(filepath.Join(a.opts.Dir), "admission-"+v, Controller+"-admission")
+	pair, err := a.opts.CA.Issue(a.opts.Dir, "admission-"+v, Controller+"-admission")
 	if err != nil {
 		return nil, err
 	}
