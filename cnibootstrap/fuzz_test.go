@@ -22,9 +22,16 @@ import (
 // request.
 var offlineConfig = &rest.Config{Host: "https://127.0.0.1:1"}
 
+// Defined types over kinds FieldEquals accepts: they compare as their
+// underlying value.
+type (
+	fuzzString string
+	fuzzBool   bool
+)
+
 // fuzzWant picks FieldEquals's wanted value from the fuzzer's inputs.
 func fuzzWant(kind uint8, s string, i int64, f float64, b bool) any {
-	switch kind % 5 {
+	switch kind % 7 {
 	case 0:
 		return s
 	case 1:
@@ -33,6 +40,10 @@ func fuzzWant(kind uint8, s string, i int64, f float64, b bool) any {
 		return f
 	case 3:
 		return b
+	case 5:
+		return fuzzString(s)
+	case 6:
+		return fuzzBool(b)
 	}
 	return []string{s} // a type FieldEquals refuses
 }
@@ -40,9 +51,11 @@ func fuzzWant(kind uint8, s string, i int64, f float64, b bool) any {
 // FuzzFieldPath fuzzes the field-path parser and evaluator of FieldEquals
 // (the Condition ObjectExists uses) with any path, wanted value and
 // decoded JSON object. It must never panic; New must refuse exactly the
-// malformed paths (empty, or with an empty segment) and the unsupported
-// wanted types; and for a well-formed path, an object holding the wanted
-// value at that path must meet the Condition. The seeds run under go test.
+// malformed paths (empty, or with an empty segment), the unsupported
+// wanted types and the wanted values no JSON holds (NaN, infinities); and
+// for a well-formed path, an object holding the wanted value at that path
+// (as decoded JSON holds it) must meet the Condition. The seeds run under
+// go test.
 func FuzzFieldPath(f *testing.F) {
 	f.Add("spec.datastoreReady", []byte(`{"spec":{"datastoreReady":true}}`), uint8(3), "", int64(0), 0.0, true)
 	f.Add("spec.replicas", []byte(`{"spec":{"replicas":3}}`), uint8(1), "", int64(3), 0.0, false)
@@ -60,6 +73,9 @@ func FuzzFieldPath(f *testing.F) {
 	f.Add("spec.min", []byte(`{"spec":{"min":-9223372036854775808}}`), uint8(1), "", int64(math.MinInt64), 0.0, false)
 	f.Add("métadata.ñame", []byte(`{"métadata":{"ñame":"x"}}`), uint8(0), "x", int64(0), 0.0, false)
 	f.Add("data.kubernetes\\.io/x", []byte(`not json`), uint8(0), "x", int64(0), 0.0, false)
+	f.Add("spec.inf", []byte(`{}`), uint8(2), "", int64(0), math.Inf(-1), false)
+	f.Add("spec.mode", []byte(`{"spec":{"mode":"a"}}`), uint8(5), "a", int64(0), 0.0, false)
+	f.Add("spec.on", []byte(`{"spec":{"on":true}}`), uint8(6), "", int64(0), 0.0, true)
 
 	clients, err := cnibootstrap.NewClients(offlineConfig)
 	if err != nil {
@@ -78,7 +94,10 @@ func FuzzFieldPath(f *testing.F) {
 
 		// New refuses exactly the malformed paths and wanted types.
 		malformed := path == "" || strings.Contains(path, "..") || strings.HasPrefix(path, ".") || strings.HasSuffix(path, ".")
-		refused := malformed || kind%5 == 4
+		refused := malformed || kind%7 == 4
+		if f, ok := want.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
+			refused = true
+		}
 		err := cond(&unstructured.Unstructured{Object: map[string]any{}})
 		if got := errors.Is(err, cnibootstrap.ErrInvalidInput); got != refused {
 			t.Fatalf("FieldEquals(%q, %#v) on an empty object: %v; want invalid input: %v", path, want, err, refused)
@@ -92,11 +111,7 @@ func FuzzFieldPath(f *testing.F) {
 			return
 		}
 
-		// Round trip: the wanted value at the path meets the Condition
-		// (NaN equals nothing, itself included).
-		if f, ok := want.(float64); ok && math.IsNaN(f) {
-			return
-		}
+		// Round trip: the wanted value at the path meets the Condition.
 		holder := map[string]any{}
 		if err := unstructured.SetNestedField(holder, jsonValue(want), strings.Split(path, ".")...); err != nil {
 			t.Fatalf("SetNestedField(%q): %v", path, err)
@@ -109,6 +124,12 @@ func FuzzFieldPath(f *testing.F) {
 
 // jsonValue is want as a decoded JSON object holds it.
 func jsonValue(want any) any {
+	switch w := want.(type) {
+	case fuzzString:
+		return string(w)
+	case fuzzBool:
+		return bool(w)
+	}
 	if f, ok := want.(float64); ok && f == math.Trunc(f) && f >= math.MinInt64 && f < math.MaxInt64 {
 		return int64(f)
 	}

@@ -1,6 +1,7 @@
 package cnibootstrap
 
 import (
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -47,6 +48,13 @@ func TestUncovered(t *testing.T) {
 	}
 }
 
+// Defined types over the kinds FieldEquals accepts.
+type (
+	version string
+	flag    bool
+	count   uint16
+)
+
 func TestFieldEquals(t *testing.T) {
 	obj := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{
 		"datastoreReady": false, "replicas": int64(3), "ratio": 0.5, "version": "v3.29.2",
@@ -68,6 +76,16 @@ func TestFieldEquals(t *testing.T) {
 		{"spec.missing", true, "spec.missing is not set, want true"},
 		{"spec.version.major", 3, "spec.version.major: "},
 		{"spec.datastoreReady", "false", `spec.datastoreReady is false, want "false"`},
+		// Defined types compare as their underlying value.
+		{"spec.version", version("v3.29.2"), ""},
+		{"spec.version", version("v3.30.0"), `spec.version is "v3.29.2", want "v3.30.0"`},
+		{"spec.datastoreReady", flag(false), ""},
+		{"spec.datastoreReady", flag(true), "spec.datastoreReady is false, want true"},
+		{"spec.replicas", count(3), ""},
+		// No decoded JSON holds NaN or infinities: never equal, refused.
+		{"spec.ratio", math.NaN(), "invalid input: FieldEquals(\"spec.ratio\"): want NaN can never be equal"},
+		{"spec.ratio", math.Inf(1), "want +Inf can never be equal"},
+		{"spec.ratio", float32(math.Inf(-1)), "want -Inf can never be equal"},
 	} {
 		err := FieldEquals(tc.path, tc.want)(obj)
 		if tc.err == "" {

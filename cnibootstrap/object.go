@@ -56,21 +56,28 @@ type Condition func(obj *unstructured.Unstructured) error
 
 // FieldEquals returns a Condition that holds when the field at path (dot
 // separated, as in "spec.datastoreReady") equals want, which must be a
-// bool, a string, an integer or a floating-point number. Numbers compare by
-// value, so FieldEquals("spec.replicas", 3) matches the int64 3 of a
-// decoded object. An empty path or another type of want gives a Condition
+// bool, a string, an integer or a floating-point number, or a value of a
+// type defined on one of those (type Mode string, say: it compares as its
+// underlying value). Numbers compare by value, so
+// FieldEquals("spec.replicas", 3) matches the int64 3 of a decoded object.
+// An empty path, another type of want, or a NaN or infinite want (which no
+// decoded JSON holds, so the Condition could never hold) gives a Condition
 // that New rejects. The reasons read like
 // "spec.datastoreReady is false, want true".
 func FieldEquals(path string, want any) Condition {
 	fields := strings.Split(path, ".")
 	bad := path == "" || strings.Contains(path, "..") || strings.HasPrefix(path, ".") || strings.HasSuffix(path, ".")
 	norm, ok := normalize(want)
+	f, isFloat := norm.(float64)
+	nonFinite := isFloat && (math.IsNaN(f) || math.IsInf(f, 0))
 	return func(obj *unstructured.Unstructured) error {
 		switch {
 		case bad:
 			return fmt.Errorf("%w: FieldEquals: malformed path %q", ErrInvalidInput, path)
 		case !ok:
 			return fmt.Errorf("%w: FieldEquals(%q): want must be a bool, string or number, not %T", ErrInvalidInput, path, want)
+		case nonFinite:
+			return fmt.Errorf("%w: FieldEquals(%q): want %v can never be equal (no decoded JSON holds it)", ErrInvalidInput, path, f)
 		case obj == nil:
 			return errors.New("no object")
 		}
@@ -79,23 +86,26 @@ func FieldEquals(path string, want any) Condition {
 		case err != nil:
 			return fmt.Errorf("%s: %w", path, err)
 		case !found:
-			return fmt.Errorf("%s is not set, want %s", path, show(want))
+			return fmt.Errorf("%s is not set, want %s", path, show(norm))
 		}
 		if g, ok := normalize(got); !ok || !reflect.DeepEqual(g, norm) {
-			return fmt.Errorf("%s is %s, want %s", path, show(got), show(want))
+			return fmt.Errorf("%s is %s, want %s", path, show(got), show(norm))
 		}
 		return nil
 	}
 }
 
 // normalize maps the scalar types FieldEquals accepts onto the ones
-// unstructured objects hold: integers to int64 and floats to float64, with
-// whole floats as int64 so that 3.0 equals 3.
+// unstructured objects hold: strings and bools (of defined types too) to
+// string and bool, integers to int64 and floats to float64, with whole
+// floats as int64 so that 3.0 equals 3.
 func normalize(v any) (any, bool) {
 	rv := reflect.ValueOf(v)
 	switch rv.Kind() {
-	case reflect.Bool, reflect.String:
-		return v, true
+	case reflect.Bool:
+		return rv.Bool(), true
+	case reflect.String:
+		return rv.String(), true
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		return rv.Int(), true
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:

@@ -2,6 +2,7 @@ package cnibootstrap_test
 
 import (
 	"context"
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -53,6 +54,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{name: "field condition empty path", reqs: []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: clusterInformationGVR, Object: "default", Condition: cnibootstrap.FieldEquals("", true)}}, want: `malformed path ""`},
 		{name: "field condition bad path", reqs: []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: clusterInformationGVR, Object: "default", Condition: cnibootstrap.FieldEquals("spec..x", true)}}, want: `malformed path "spec..x"`},
 		{name: "field condition bad want", reqs: []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: clusterInformationGVR, Object: "default", Condition: cnibootstrap.FieldEquals("spec.x", []int{1})}}, want: "want must be a bool, string or number, not []int"},
+		{name: "field condition NaN", reqs: []cnibootstrap.Requirement{cnibootstrap.ObjectExists{GVR: clusterInformationGVR, Object: "default", Condition: cnibootstrap.FieldEquals("spec.x", math.NaN())}}, want: `FieldEquals("spec.x"): want NaN can never be equal`},
 		{name: "role without name", reqs: []cnibootstrap.Requirement{cnibootstrap.ClusterRoleExists{}}, want: "empty Role name"},
 		{name: "rule without verbs", reqs: []cnibootstrap.Requirement{cnibootstrap.ClusterRoleExists{Role: "r", Rules: rule(rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}})}}, want: "rule 0 has no Verbs"},
 		{name: "rule without groups", reqs: []cnibootstrap.Requirement{cnibootstrap.ClusterRoleExists{Role: "r", Rules: rule(rbacv1.PolicyRule{Verbs: []string{"get"}, Resources: []string{"pods"}})}}, want: "has Resources but no APIGroups"},
