@@ -36,6 +36,11 @@ func (m *Manager) begin(ctx context.Context, method string) (*call, error) {
 	if isNil(ctx) {
 		return nil, invalid("%s: nil ctx", method)
 	}
+	if m.cl.Ctx().Err() != nil {
+		// Its connections would still dial (Dial works on a closed
+		// client): refuse before any RPC.
+		return nil, fmt.Errorf("etcdmember: %s: %w", method, ErrClientClosed)
+	}
 	c := &call{m: m, conns: map[string]*grpc.ClientConn{}, disabled: map[string]bool{}}
 	base := logr.FromContextOrDiscard(ctx)
 	if m.opt.logger != nil {

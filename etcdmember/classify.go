@@ -82,6 +82,9 @@ func classify(ctx context.Context, err error) kind {
 	if ctx.Err() != nil {
 		return kindCanceled
 	}
+	if errors.Is(err, ErrClientClosed) {
+		return kindPermanent
+	}
 	e := etcdError(err)
 	switch {
 	case errors.Is(e, rpctypes.ErrMemberNotFound):

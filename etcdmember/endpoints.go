@@ -128,6 +128,17 @@ var errNotForLearner = rpctypes.Error(rpctypes.ErrGRPCNotSupportedForLearner)
 // could take it, the error is a gRPC Unavailable status naming each
 // endpoint's failure.
 func (c *call) cluster(ctx context.Context, readOnly bool, rpc func(context.Context, pb.ClusterClient) error) error {
+	return c.voter(ctx, readOnly, func(ctx context.Context, conn *grpc.ClientConn) error {
+		return rpc(ctx, pb.NewClusterClient(conn))
+	})
+}
+
+// voter is cluster for any RPC a learner refuses (a Cluster RPC, a
+// LeaseGrant): rpc gets the connection to the endpoint chosen.
+func (c *call) voter(ctx context.Context, readOnly bool, rpc func(context.Context, *grpc.ClientConn) error) error {
+	if err := c.closed(); err != nil {
+		return err
+	}
 	var errs []string
 	eps := c.endpoints()
 	for _, ep := range eps {
@@ -135,6 +146,9 @@ func (c *call) cluster(ctx context.Context, readOnly bool, rpc func(context.Cont
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if errors.Is(err, ErrClientClosed) {
+				return err
 			}
 			c.m.note(ep, true, nil)
 			errs = append(errs, err.Error())
@@ -159,7 +173,7 @@ func (c *call) cluster(ctx context.Context, readOnly bool, rpc func(context.Cont
 			}
 		}
 		rctx, cancel := c.m.rpcCtx(ctx)
-		err = clientv3.ContextError(rctx, rpc(rctx, pb.NewClusterClient(conn)))
+		err = clientv3.ContextError(rctx, rpc(rctx, conn))
 		cancel()
 		switch {
 		case err == nil:
@@ -187,13 +201,16 @@ func (c *call) cluster(ctx context.Context, readOnly bool, rpc func(context.Cont
 // status asks one member for its status on each of its client URLs in
 // turn, returning the first answer.
 func (c *call) status(ctx context.Context, urls []string) (*pb.StatusResponse, error) {
+	if err := c.closed(); err != nil {
+		return nil, err
+	}
 	err := errors.New("no client URLs")
 	timeout := min(c.m.opt.rpcTimeout, statusTimeout)
 	for _, u := range urls {
 		conn, cerr := c.ready(ctx, u)
 		if cerr != nil {
 			err = cerr
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || errors.Is(cerr, ErrClientClosed) {
 				break
 			}
 			continue
@@ -221,6 +238,9 @@ func (c *call) status(ctx context.Context, urls []string) (*pb.StatusResponse, e
 // next attempt dials afresh instead of waiting out gRPC's reconnect
 // backoff.
 func (c *call) ready(ctx context.Context, ep string) (*grpc.ClientConn, error) {
+	if err := c.closed(); err != nil {
+		return nil, err
+	}
 	conn, err := c.conn(ep)
 	if err != nil {
 		return nil, err
@@ -257,6 +277,9 @@ func (c *call) conn(ep string) (*grpc.ClientConn, error) {
 	if conn, ok := c.conns[ep]; ok {
 		return conn, nil
 	}
+	if err := c.closed(); err != nil {
+		return nil, err
+	}
 	conn, err := c.m.cl.Dial(ep)
 	if err != nil {
 		return nil, fmt.Errorf("%s: dial: %w", ep, err)
@@ -285,4 +308,14 @@ func (c *call) closeConns() {
 	for _, conn := range conns {
 		_ = conn.Close()
 	}
+}
+
+// closed returns an error wrapping ErrClientClosed once the Manager's
+// client has been closed: the call sends no further RPC and dials nothing
+// (the client's Dial still works after Close).
+func (c *call) closed() error {
+	if c.m.cl.Ctx().Err() != nil {
+		return fmt.Errorf("etcdmember: %w", ErrClientClosed)
+	}
+	return nil
 }

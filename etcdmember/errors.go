@@ -33,6 +33,13 @@ var (
 	// recovered; a *CallbackError wrapping it names the callback.
 	ErrCallbackPanicked = errors.New("callback panicked")
 
+	// ErrClientClosed: the etcd client the Manager was made with has been
+	// closed (clientv3.Client.Close). A Manager method called after that
+	// returns an error wrapping it before sending any RPC; one running
+	// when the client is closed sends no further RPC (each fails with
+	// it, and so does a wait between attempts).
+	ErrClientClosed = errors.New("etcd client is closed")
+
 	// ErrWouldLoseQuorum: Remove refused to remove a voter because the
 	// healthy voters left would be short of a quorum, or etcd's own
 	// strict reconfiguration check refused it. A *QuorumError wrapping it

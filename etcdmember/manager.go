@@ -23,7 +23,10 @@ import (
 //
 // A nil or zero Manager (not made by New) is not usable: its methods
 // return an error wrapping ErrInvalidArgument, as does every method given
-// a nil ctx.
+// a nil ctx. Once the client has been closed, every method returns an
+// error wrapping ErrClientClosed before sending any RPC, and a call that
+// is running then sends no further RPC (each fails with ErrClientClosed,
+// and so does a wait between attempts).
 type Manager struct {
 	cl  *clientv3.Client
 	opt options
@@ -45,13 +48,17 @@ type Manager struct {
 // endpoint does not hold up a call. It reads members' status on their
 // advertised client URLs the same way. A nil cl (typed or not), a client
 // not made by clientv3.New, or a bad option is an error wrapping
-// ErrInvalidArgument. New sends no RPC.
+// ErrInvalidArgument; a client already closed is an error wrapping
+// ErrClientClosed. New sends no RPC.
 func New(cl *clientv3.Client, opts ...Option) (*Manager, error) {
 	if cl == nil {
 		return nil, invalid("nil etcd client")
 	}
 	if cl.Ctx() == nil || cl.ActiveConnection() == nil || len(cl.Endpoints()) == 0 {
 		return nil, invalid("New: etcd client cl was not made by clientv3.New (no context, connection or endpoints)")
+	}
+	if cl.Ctx().Err() != nil {
+		return nil, fmt.Errorf("etcdmember: New: %w", ErrClientClosed)
 	}
 	o := defaultOptions()
 	for i, opt := range opts {
@@ -133,7 +140,7 @@ func (c *call) wait(ctx context.Context, b *retry, what, pending string) error {
 	case <-ctx.Done():
 		return canceled(ctx, what, pending)
 	case <-c.m.cl.Ctx().Done():
-		return fmt.Errorf("etcdmember: %s: etcd client closed; still %s", what, pending)
+		return fmt.Errorf("etcdmember: %s: %w; still %s", what, ErrClientClosed, pending)
 	}
 	return nil
 }
