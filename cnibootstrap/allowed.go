@@ -109,8 +109,10 @@ func (r Allowed) permissions() []permission {
 		return []permission{{verb: r.Verb, group: r.Group, resource: r.Resource, subresource: r.Subresource, name: r.ResourceName}}
 	}
 	var ps []permission
+	seen := map[permission]bool{}
 	add := func(p permission) {
-		if !slices.Contains(ps, p) {
+		if !seen[p] {
+			seen[p] = true
 			ps = append(ps, p)
 		}
 	}

@@ -95,9 +95,10 @@
 // requirement's Unmet entry.
 //
 // New builds a reusable Waiter whose Check evaluates everything once, for
-// diagnostics. Bad input (nil clients, empty names, a zero
-// GroupVersionResource) is an error wrapping ErrInvalidInput from New,
-// never a panic.
+// diagnostics. Bad input (nil clients or contexts, typed nils included;
+// empty or malformed names, checked by apimachinery's rules; a zero or
+// malformed GroupVersionResource; a FieldEquals that could never hold) is
+// an error wrapping ErrInvalidInput from New, Wait or Check, never a panic.
 //
 // # How it waits
 //
@@ -151,9 +152,11 @@
 //
 // # RBAC the waiter needs
 //
-// The credentials in Clients need these rules. Every read is a list and a
-// watch with a metadata.name field selector, so the rules may be narrowed
-// with resourceNames; the waiter never uses get.
+// The credentials in Clients need these rules. Every read of a named
+// object is a list and a watch with a metadata.name field selector, so the
+// rules may be narrowed with resourceNames (sets of objects read by label,
+// and the RBAC kinds Allowed watches, cannot be); the waiter never uses
+// get on a resource.
 //
 //   - CRDEstablished{CRD: c}: list, watch on customresourcedefinitions
 //     (group apiextensions.k8s.io), resourceNames [c]. With InDiscovery,
