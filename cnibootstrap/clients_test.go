@@ -17,7 +17,8 @@ import (
 
 // TestRequestsThatCannotBeSent: an address client-go accepts but no
 // request can be sent to (a port outside 1-65535, a scheme net/http does
-// not speak) is refused by NewClients; clients built without NewClients
+// not speak) is refused by NewClients, as are local TLS configuration
+// errors (a CA that is not PEM, key files missing); clients built without NewClients
 // make the first request fail in the client library before anything is
 // sent, and Wait and Check return that at once as ErrInvalidInput naming
 // the request, instead of retrying it until the deadline.
@@ -26,8 +27,13 @@ func TestRequestsThatCannotBeSent(t *testing.T) {
 		_, err := cnibootstrap.NewClients(&rest.Config{Host: host})
 		requireInvalid(t, err, "NewClients: invalid input: Host "+`"`+host+`"`)
 	}
+	// Local TLS configuration errors are client-go's own refusals.
+	_, err := cnibootstrap.NewClients(&rest.Config{Host: "https://127.0.0.1:6443", TLSClientConfig: rest.TLSClientConfig{CAData: []byte("not a PEM")}})
+	requireInvalid(t, err, "NewClients: dynamic client")
+	_, err = cnibootstrap.NewClients(&rest.Config{Host: "https://127.0.0.1:6443", TLSClientConfig: rest.TLSClientConfig{CertFile: "/nonexistent/client.crt", KeyFile: "/nonexistent/client.key"}})
+	requireInvalid(t, err, "NewClients: dynamic client")
 	// A config that dials by itself may understand such an address.
-	_, err := cnibootstrap.NewClients(&rest.Config{Host: "http://127.0.0.1:99999",
+	_, err = cnibootstrap.NewClients(&rest.Config{Host: "http://127.0.0.1:99999",
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) { return nil, net.ErrClosed }})
 	require.NoError(t, err)
 
