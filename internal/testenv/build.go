@@ -294,6 +294,9 @@ func (c component) binaryVersion(ctx context.Context, version string, logf func(
 	if !c.etcd {
 		args = append(args, "-modfile="+c.modFile(version))
 	}
+	if c.src != "" {
+		args = append(args, "-tags="+versionTag(version))
+	}
 	cmd := exec.CommandContext(ctx, "go", append(args, c.pkg)...)
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
@@ -351,6 +354,14 @@ func stripCommentLines(b []byte) []byte {
 		}
 	}
 	return out
+}
+
+// versionTag is the build tag a command in the tools module is built with
+// at version, kubeboot_k8s_1_<minor>, so a file can adapt to an API that
+// changed between minors (see cmd/hollow-kubelet/cri_1_35.go). The version
+// is in the cache directory's name, so the tag needs no place in the key.
+func versionTag(version string) string {
+	return "kubeboot_k8s_" + strings.ReplaceAll(strings.TrimPrefix(minorOf(version), "v"), ".", "_")
 }
 
 // toolsDir is the tools module c is built in.

@@ -140,3 +140,30 @@ func TestComponentCacheKeys(t *testing.T) {
 		t.Error("ComponentBinary(kubectl): no error")
 	}
 }
+
+// TestVersionTags: every supported version gets its own build tag, and the
+// hollow kubelet's 1.35 file is selected by exactly the tag 1.35 builds with.
+func TestVersionTags(t *testing.T) {
+	seen := map[string]bool{}
+	for _, v := range KubernetesVersions() {
+		tag := versionTag(v)
+		if seen[tag] {
+			t.Errorf("%s: tag %s used twice", v, tag)
+		}
+		seen[tag] = true
+	}
+	if got := versionTag("v1.35.4"); got != "kubeboot_k8s_1_35" {
+		t.Errorf("versionTag(v1.35.4) = %s", got)
+	}
+	dir, err := toolsModuleDir(EnvHollowKubelet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile(filepath.Join(dir, "cmd", "hollow-kubelet", "cri_1_35.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(src), "//go:build "+versionTag("v1.35.4")+"\n") {
+		t.Errorf("cri_1_35.go is not built by tag %s", versionTag("v1.35.4"))
+	}
+}

@@ -22,11 +22,9 @@ import (
 	"syscall"
 	"time"
 
-	"go.opentelemetry.io/otel/trace/noop"
 	"k8s.io/apimachinery/pkg/types"
 	clientset "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-	remote "k8s.io/cri-client/pkg"
 	"k8s.io/klog/v2"
 	kubeletapp "k8s.io/kubernetes/cmd/kubelet/app"
 	"k8s.io/kubernetes/cmd/kubelet/app/options"
@@ -163,13 +161,9 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 	defer rt.stop()
-	runtimeService, err := remote.NewRemoteRuntimeService(ctx, endpoint, 15*time.Second, noop.NewTracerProvider(), false)
+	runtimeService, imageService, err := criClients(ctx, endpoint)
 	if err != nil {
-		return fmt.Errorf("fake runtime client: %w", err)
-	}
-	imageService, err := remote.NewRemoteImageService(ctx, endpoint, 15*time.Second, noop.NewTracerProvider(), false)
-	if err != nil {
-		return fmt.Errorf("fake image client: %w", err)
+		return err
 	}
 
 	hk := kubemark.NewHollowKubelet(f, kc, client, heartbeatClient,
