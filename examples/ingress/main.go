@@ -25,7 +25,8 @@
 // --bad-chart replays the trigger: the v2 install Job fails every attempt
 // (a chart that fails to render, under helm-controller's backoffLimit of
 // 1000, so the Job itself never says Failed). The wait for it ends on the
-// second failure, seconds in, naming the Job and its failures — not at its
+// second failure it counts (the kubelet restarts the crashing container
+// after a 10 s back-off), naming the Job and its failures — not at its
 // 5-minute timeout — nothing after it runs, and v1 keeps serving. The
 // program then exits 1: the upgrade failed, and says so at once.
 //
@@ -83,7 +84,7 @@ func parse(args []string, log io.Writer) (config, error) {
 	fs.BoolVar(&c.badChart, "bad-chart", false, "replay rke2 #7652: the v2 install Job fails every attempt; the upgrade must stop at once, v1 untouched")
 	fs.DurationVar(&c.gateTimeout, "gate-timeout", ingress.DefaultGateTimeout, "bound on each gate's wait (helm-controller's default --timeout is 5m)")
 	if err := fs.Parse(args); err != nil {
-		return c, fmt.Errorf("%w: %v", errUsage, err)
+		return c, fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("%w: unexpected arguments %v", errUsage, fs.Args())
@@ -99,6 +100,9 @@ func parse(args []string, log io.Writer) (config, error) {
 
 func run(ctx context.Context, args []string, out, log io.Writer) error {
 	cfg, err := parse(args, log)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"os"
 	"strings"
 	"sync"
@@ -322,6 +323,8 @@ func TestParseFlags(t *testing.T) {
 	c, err = parse([]string{"--nodes", "2", "--bad-chart", "--gate-timeout", "1m"}, &testenv.SyncBuffer{})
 	require.NoError(t, err)
 	assert.Equal(t, config{nodes: 2, badChart: true, gateTimeout: time.Minute}, c)
+	_, err = parse([]string{"--help"}, &testenv.SyncBuffer{})
+	assert.ErrorIs(t, err, flag.ErrHelp)
 	for _, args := range [][]string{{"--nodes", "0"}, {"--gate-timeout", "0s"}, {"--nope"}, {"extra"}} {
 		_, err := parse(args, &testenv.SyncBuffer{})
 		assert.True(t, errors.Is(err, errUsage), "parse(%v) = %v, want a usage error", args, err)

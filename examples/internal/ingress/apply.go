@@ -86,9 +86,10 @@ func retry() backoff.BackOff {
 }
 
 // Apply installs the add-on at rel, or upgrades it to rel, with the hook
-// graph of the package doc, and returns what it did and saw. It blocks
-// until the run ends; cancelling ctx cancels the run. Its error is the
-// runner's *hooks.RunError when a hook did not succeed: for a chart that
+// graph of the package doc, and returns what it did and saw (never nil).
+// It blocks until the run ends; cancelling ctx cancels the run. Its error
+// is the runner's *hooks.RunError when a hook did not succeed (or an error
+// reading the cluster after a successful run): for a chart that
 // fails to render, the default-backend hook's gate fails with the
 // *cnibootstrap.FailedError of the install Job (errors.As finds it) as soon
 // as the Job has failed FailAfter times, and no later hook runs.

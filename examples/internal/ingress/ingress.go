@@ -115,7 +115,8 @@ type Options struct {
 }
 
 // Addon is one install of the add-on and the servers the example runs for
-// it. Apply calls must not overlap; Calls and Close are safe at any time.
+// it. Apply calls must not overlap, and Close comes after the last; Calls
+// is safe at any time.
 type Addon struct {
 	opts   Options
 	health *healthServer
