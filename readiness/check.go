@@ -53,10 +53,11 @@ func (f CheckFunc) Check(ctx context.Context) error {
 // cost one extra check; missed ones cost a backoff delay. changed never
 // blocks and may be called from any goroutine. Watch should retry broken
 // watches itself and return only when ctx ends (returning earlier just
-// leaves Wait polling). Wait cancels ctx and waits for Watch to return
-// before Wait itself returns, so no goroutine a Watch started may outlive
-// it. If Watch panics, Wait recovers the panic and returns an error
-// wrapping ErrPanic.
+// leaves Wait polling). Watch must return promptly when ctx ends: Wait
+// cancels ctx and waits for Watch to return before Wait itself returns,
+// for at most WatchGracePeriod; a Watch still running then is abandoned
+// (Wait returns, says so, and leaves its goroutine running). If Watch
+// panics, Wait recovers the panic and returns an error wrapping ErrPanic.
 type Watcher interface {
 	Watch(ctx context.Context, changed func()) error
 }
@@ -107,7 +108,10 @@ func (n *named) Check(ctx context.Context) error {
 	if n.bad != nil {
 		return n.bad
 	}
-	if err := n.check.Check(ctx); err != nil {
+	if err := checkError(fmt.Sprintf("the check %q", n.name), n.check.Check(ctx)); err != nil {
+		if inner, ok := isPermanent(err); ok {
+			return Permanent(fmt.Errorf("%s: %w", n.name, inner))
+		}
 		return fmt.Errorf("%s: %w", n.name, err)
 	}
 	return nil
@@ -215,7 +219,8 @@ func (c *composite) Check(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for i, ch := range c.checks {
 		wg.Go(func() {
-			guarded(c.part(i, ch), func() error { return ch.Check(sctx) }, func(err error) {
+			part := c.part(i, ch)
+			guarded(part, func() error { return checkError(part, ch.Check(sctx)) }, func(err error) {
 				errs[i] = err
 				if err == nil && !c.all {
 					cancel()
@@ -291,7 +296,7 @@ func (c *watchingComposite) Watch(ctx context.Context, changed func()) error {
 		if w, ok := ch.(Watcher); ok {
 			wg.Go(func() {
 				guarded(c.part(i, ch)+" Watch", func() error { return w.Watch(ctx, changed) }, func(err error) {
-					if errors.Is(err, ErrPanic) {
+					if safeIs(err, ErrPanic) {
 						mu.Lock()
 						if panicked == nil {
 							panicked = err

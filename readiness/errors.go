@@ -84,11 +84,15 @@ type NotReadyError struct {
 	Last error
 	// Err says why Wait stopped.
 	Err error
+	// Abandoned is set when the check's Watch had not returned
+	// WatchGracePeriod after Wait cancelled its context: Wait returned
+	// without it, and its goroutine is left running until Watch returns.
+	Abandoned bool
 }
 
 func (e *NotReadyError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "readiness: waiting for %s: %v after %d attempt", e.Check, e.Err, e.Attempts)
+	fmt.Fprintf(&b, "readiness: waiting for %s: %s after %d attempt", e.Check, errString(e.Err), e.Attempts)
 	if e.Attempts != 1 {
 		b.WriteByte('s')
 	}
@@ -96,8 +100,11 @@ func (e *NotReadyError) Error() string {
 	if e.Passes > 0 {
 		fmt.Fprintf(&b, "; passing %d time(s) in a row but not yet stable", e.Passes)
 	}
-	if e.Last != nil && e.Last != e.Err {
-		fmt.Fprintf(&b, "; last not-ready reason: %v", e.Last)
+	if e.Last != nil && !sameError(e.Last, e.Err) {
+		fmt.Fprintf(&b, "; last not-ready reason: %s", errString(e.Last))
+	}
+	if e.Abandoned {
+		fmt.Fprintf(&b, "; the check's Watch did not return within %s of its context ending and was abandoned (its goroutine is left running)", WatchGracePeriod)
 	}
 	return b.String()
 }
@@ -108,7 +115,7 @@ func (e *NotReadyError) Unwrap() []error {
 	if e.Err != nil {
 		errs = append(errs, e.Err)
 	}
-	if e.Last != nil && e.Last != e.Err {
+	if e.Last != nil && !sameError(e.Last, e.Err) {
 		errs = append(errs, e.Last)
 	}
 	return errs
@@ -124,7 +131,7 @@ type multiError struct {
 func (m *multiError) Error() string {
 	parts := make([]string, len(m.errs))
 	for i, err := range m.errs {
-		parts[i] = err.Error()
+		parts[i] = errString(err)
 	}
 	return m.prefix + ": " + strings.Join(parts, "; ")
 }

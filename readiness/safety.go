@@ -1,6 +1,7 @@
 package readiness
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"sync"
@@ -181,4 +182,57 @@ func (s *safeSink) wrap(derived logr.LogSink) logr.LogSink {
 		return s
 	}
 	return &safeSink{sink: derived, note: s.note}
+}
+
+// errString is err.Error() for an error that came from user code, safe to
+// call on any value: a nil error is "<nil>", and an Error method that
+// panics (a typed nil with a pointer receiver does) gives a description
+// of the value instead of the panic.
+func errString(err error) (s string) {
+	if err == nil {
+		return "<nil>"
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			s = fmt.Sprintf("(a %T whose Error method panicked: %v)", err, v)
+		}
+	}()
+	return err.Error()
+}
+
+// checkError vets the error a check (named what) returned: a typed nil —
+// a non-nil error interface holding a nil pointer, map, slice or func,
+// the classic "var e *MyErr; return e" — becomes a permanent ErrInvalid
+// error naming what and the type, since its methods are likely to panic
+// and no retry changes what the code returns. Any other error is
+// returned as is.
+func checkError(what string, err error) error {
+	if err == nil || !isNil(err) {
+		return err
+	}
+	return invalid("%s returned a nil %T as its error (a non-nil error interface holding a nil value; return a plain nil for \"ready\")", what, err)
+}
+
+// sameError reports whether a and b are the same error value, without
+// the panic of == on two interfaces holding the same uncomparable type
+// (a struct error with a slice field, say): those are compared deeply.
+func sameError(a, b error) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = reflect.DeepEqual(a, b)
+		}
+	}()
+	return a == b
+}
+
+// safeIs is errors.Is for an error from user code, run where a panic of
+// its Unwrap or Is methods would go unrecovered (in the callback of
+// guarded): such a panic counts as no match.
+func safeIs(err, target error) (is bool) {
+	defer func() {
+		if recover() != nil {
+			is = false
+		}
+	}()
+	return errors.Is(err, target)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -33,10 +32,20 @@ import (
 // nil ctx or check (a typed nil too), or a bad option, gives an
 // ErrInvalid error naming the argument before any attempt.
 //
-// Wait runs the check from one goroutine at a time. Nothing Wait starts
-// outlives it: it cancels the Watcher's context and waits for Watch to
-// return before it returns. Wait may be called concurrently, with the same
-// check and options, from many goroutines.
+// A check that returns a typed nil as its error (a non-nil error
+// interface holding a nil pointer: "var e *MyErr; return e") fails with a
+// permanent ErrInvalid error saying so; an error whose Error method
+// panics is described, not called unguarded.
+//
+// Wait runs the check from one goroutine at a time. When it returns, it
+// cancels the Watcher's context and waits for Watch to return, for at
+// most WatchGracePeriod: a Watch that honours its context returns well
+// within it, and then nothing Wait started outlives it. A Watch still
+// running after the grace period is abandoned: Wait returns anyway (nil
+// if the check was ready; otherwise a *NotReadyError with Abandoned set,
+// whose message says so), logs that it did, and leaves the Watch's
+// goroutine running until Watch returns. Wait may be called concurrently,
+// with the same check and options, from many goroutines.
 func Wait(ctx context.Context, check Check, opts ...Option) error {
 	if isNil(ctx) {
 		return unmark(nilArg("Wait", "context", ctx))
@@ -89,13 +98,19 @@ func unmark(err error) error {
 	return err
 }
 
+// WatchGracePeriod is how long Wait waits for a Watcher's Watch to
+// return after cancelling its context, before it abandons the Watch's
+// goroutine and returns (see Wait).
+const WatchGracePeriod = 500 * time.Millisecond
+
 type waiter struct {
-	o     *options
-	check Check
-	name  string
-	log   logr.Logger
-	fault fault  // the first panic of the Watcher or the logger
-	stage string // the user code Wait's goroutine is running, for a panic
+	o         *options
+	check     Check
+	name      string
+	log       logr.Logger
+	fault     fault  // the first panic of the Watcher or the logger
+	stage     string // the user code Wait's goroutine is running, for a panic
+	abandoned bool   // the Watch outlived its grace period
 
 	start     time.Time
 	attempts  int
@@ -152,23 +167,33 @@ func (w *waiter) run(ctx context.Context) (err error) {
 	}
 	if wt, ok := w.check.(Watcher); ok {
 		wctx, cancel := context.WithCancel(ctx)
-		var wg sync.WaitGroup
+		watchDone := make(chan struct{})
 		defer func() {
 			cancel()
-			wg.Wait()
+			if w.awaitWatch(watchDone) {
+				return
+			}
+			// Say so in what Wait returns: err is set already, unless a
+			// panic is on its way to the recovery above, whose
+			// notReady sees w.abandoned.
+			var nr *NotReadyError
+			if errors.As(err, &nr) {
+				nr.Abandoned = true
+			}
 		}()
-		wg.Go(func() {
+		go func() {
+			defer close(watchDone)
 			guarded("the check's Watch", func() error { return wt.Watch(wctx, signal) }, func(err error) {
-				if errors.Is(err, ErrPanic) {
+				if safeIs(err, ErrPanic) {
 					w.fault.set(err)
 					signal()
 					return
 				}
 				if wctx.Err() == nil {
-					w.log.V(1).Info("change watch ended early; polling only", "err", err)
+					w.log.V(1).Info("change watch ended early; polling only", "err", errString(err))
 				}
 			})
-		})
+		}()
 	}
 
 	for {
@@ -184,7 +209,7 @@ func (w *waiter) run(ctx context.Context) (err error) {
 		}
 		w.attempts++
 		began := w.now()
-		err := w.attempt(ctx)
+		err, permanent := w.attempt(ctx)
 		took := w.now().Sub(began)
 		if ferr := w.fault.get(); ferr != nil {
 			return w.notReady(ferr)
@@ -224,10 +249,10 @@ func (w *waiter) run(ctx context.Context) (err error) {
 			w.log.V(1).Info("passing, not yet stable", "attempt", w.attempts, "passes", w.passes, "next", next)
 		} else {
 			w.passes = 0
-			if inner, ok := isPermanent(err); ok {
-				w.last = inner
-				w.observe(Attempt{Err: inner, Took: took})
-				return w.notReady(inner)
+			if permanent {
+				w.last = err
+				w.observe(Attempt{Err: err, Took: took})
+				return w.notReady(err)
 			}
 			w.last = err
 			w.stage = "the backoff policy's NextBackOff"
@@ -238,7 +263,7 @@ func (w *waiter) run(ctx context.Context) (err error) {
 			}
 			next = max(next, MinDelay)
 			w.observe(Attempt{Err: err, Took: took, Next: next})
-			w.log.V(1).Info("not ready", "attempt", w.attempts, "reason", err.Error(), "next", next)
+			w.log.V(1).Info("not ready", "attempt", w.attempts, "reason", errString(err), "next", next)
 		}
 
 		if err := w.sleep(ctx, next, wake); err != nil {
@@ -255,16 +280,42 @@ func typeOfNil(v any) string {
 	return fmt.Sprintf(" (a nil %T)", v)
 }
 
-// attempt runs the check once under the attempt timeout.
-func (w *waiter) attempt(ctx context.Context) error {
+// attempt runs the check once under the attempt timeout and sorts its
+// error while a panic is still blamed on the check (the Unwrap, Is and
+// As methods of its error are its code too): it returns the error and
+// whether it is permanent (then the error is the one the mark wraps). A
+// typed-nil error is the check's permanent ErrInvalid failure.
+func (w *waiter) attempt(ctx context.Context) (err error, permanent bool) {
 	actx, cancel := context.WithTimeout(ctx, w.o.timeout)
 	defer cancel()
 	w.stage = "the check"
-	err := w.check.Check(actx)
-	if err != nil && ctx.Err() == nil && actx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%w (attempt cut off by its %s timeout)", err, w.o.timeout)
+	err = checkError("the check", w.check.Check(actx))
+	if err == nil {
+		return nil, false
 	}
-	return err
+	if inner, ok := isPermanent(err); ok {
+		return inner, true
+	}
+	if ctx.Err() == nil && actx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w (attempt cut off by its %s timeout)", err, w.o.timeout), false
+	}
+	return err, false
+}
+
+// awaitWatch waits for the Watch goroutine to finish (done closed), for
+// at most WatchGracePeriod, and reports whether it did. If it did not,
+// the goroutine is abandoned: that is logged and recorded in w.abandoned.
+func (w *waiter) awaitWatch(done <-chan struct{}) bool {
+	t := time.NewTimer(WatchGracePeriod)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+	}
+	w.abandoned = true
+	w.log.Info("the check's Watch did not return within the grace period after its context was cancelled; abandoned, its goroutine is left running", "grace", WatchGracePeriod)
+	return false
 }
 
 // passDelay spaces the passes still needed over what is left of the
@@ -327,12 +378,13 @@ func (w *waiter) notReady(why error) error {
 		_ = protect("the clock's Now", func() error { end = w.o.clock.Now(); return nil })
 	}
 	err := &NotReadyError{
-		Check:    w.name,
-		Attempts: w.attempts,
-		Passes:   w.passes,
-		Elapsed:  end.Sub(w.start),
-		Last:     w.last,
-		Err:      why,
+		Check:     w.name,
+		Attempts:  w.attempts,
+		Passes:    w.passes,
+		Elapsed:   end.Sub(w.start),
+		Last:      w.last,
+		Err:       why,
+		Abandoned: w.abandoned,
 	}
 	w.log.Info("not ready", "attempts", w.attempts, "err", err.Error())
 	return err
