@@ -27,7 +27,11 @@ import (
 //   - 401/403: an error wrapping ErrAccessDenied (a credential or RBAC
 //     problem, not readiness);
 //   - no HTTP answer (connection refused, TLS failure): an error wrapping
-//     ErrUnreachable.
+//     ErrUnreachable;
+//   - an error the client raises from its own configuration before
+//     sending anything, which no retry can fix (a host whose port is out
+//     of range, "dial tcp: address 99999: invalid port"; a URL that does
+//     not parse): a permanent error wrapping ErrInvalid.
 //
 // RBAC: get on the non-resource URL /readyz, which the default
 // system:public-info-viewer ClusterRole grants to everyone, authenticated
@@ -88,7 +92,7 @@ func (a *apiserverCheck) Check(ctx context.Context) error {
 	if a.bad != nil {
 		return a.bad
 	}
-	return protect("kube-apiserver: the rest.Interface", func() error { return a.check(ctx) })
+	return settle(protect("kube-apiserver: the rest.Interface", func() error { return a.check(ctx) }))
 }
 
 func (a *apiserverCheck) check(ctx context.Context) error {

@@ -128,9 +128,9 @@
 // concurrent use. Nothing Wait starts outlives it. Cancellation returns
 // promptly with an error wrapping ctx.Err(). Bad input (nil clients or
 // checks, typed nils of any type included, empty names, malformed URLs,
-// addresses that can never be dialled, bad options) fails with a
-// permanent error wrapping ErrInvalid that names the argument, never a
-// panic. A panic in user code the package calls — a check, a Watcher, a
+// addresses that can never be dialled — given directly or configured in
+// a client —, bad options) fails with a permanent error wrapping
+// ErrInvalid that names the argument, never a panic. A panic in user code the package calls — a check, a Watcher, a
 // backoff policy, an observer, a clock, a logger, a client — is recovered
 // and fails the check with an error wrapping ErrPanic: Wait returns it,
 // and the process lives on.

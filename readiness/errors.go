@@ -13,8 +13,12 @@ import (
 // wrap them name the check, object or endpoint concerned.
 var (
 	// ErrInvalid: a Check or Wait was given bad input — a nil client or
-	// check, an empty name, a malformed URL or address, a bad option. The
-	// error is permanent: Wait returns it at once instead of retrying.
+	// check, an empty name, a malformed URL or address, a bad option, a
+	// check returning a typed nil as its error — or a client rejected its
+	// own configuration before sending anything (an endpoint or host
+	// whose port is out of range, a URL that does not parse), which no
+	// retry can fix. The error is permanent: Wait returns it at once
+	// instead of retrying.
 	ErrInvalid = errors.New("invalid input")
 
 	// ErrGaveUp: the backoff policy given to WithBackoff returned

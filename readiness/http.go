@@ -17,7 +17,10 @@ const MaxBodyBytes = 64 << 10
 // any 2xx status; with a non-nil accept, whatever accept returns nil for,
 // given the status code and at most MaxBodyBytes of the body. Failures
 // name the URL: no HTTP answer wraps ErrUnreachable, 401/403 wrap
-// ErrAccessDenied, other statuses quote the start of the body.
+// ErrAccessDenied, other statuses quote the start of the body; an error c
+// raises from its own configuration before sending anything (a proxy
+// address with a port out of range, say) is a permanent ErrInvalid
+// error, as no retry can fix it.
 //
 // A nil client, or a URL that is not absolute http(s) with a valid host
 // and port (1-65535), makes every call fail with a permanent ErrInvalid
@@ -56,6 +59,10 @@ func (h *httpCheck) Check(ctx context.Context) error {
 	if h.bad != nil {
 		return h.bad
 	}
+	return settle(h.check(ctx))
+}
+
+func (h *httpCheck) check(ctx context.Context) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url, nil)
 	if err != nil {
 		return Permanent(fmt.Errorf("%s: %w", h.Name(), err))

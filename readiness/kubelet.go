@@ -88,7 +88,9 @@ const MaxKubeletPodsBytes = 64 << 20
 //
 // Failures of the request name the pod and the kubelet too: no HTTP
 // answer wraps ErrUnreachable, 401/403 wrap ErrAccessDenied, other
-// statuses quote the start of the body. A nil c, a kubeletURL that is not
+// statuses quote the start of the body; an error c raises from its own
+// configuration before sending anything (a proxy address with a port out
+// of range, say) is a permanent ErrInvalid error. A nil c, a kubeletURL that is not
 // an absolute http or https URL with a valid host and port (and no
 // query, fragment or user information), an empty namespace or name, or a
 // bad option makes every call fail with a permanent ErrInvalid error
@@ -151,6 +153,10 @@ func (k *kubeletPodCheck) Check(ctx context.Context) error {
 	if k.bad != nil {
 		return k.bad
 	}
+	return settle(k.check(ctx))
+}
+
+func (k *kubeletPodCheck) check(ctx context.Context) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.podsURL, nil)
 	if err != nil {
 		return Permanent(fmt.Errorf("%s: %w", k.Name(), err))

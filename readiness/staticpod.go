@@ -124,7 +124,7 @@ func (p *podCheck) Check(ctx context.Context) error {
 			return err
 		}
 	}
-	return p.guard(func() error {
+	return settle(p.guard(func() error {
 		pod, err := p.c.CoreV1().Pods(p.ns).Get(ctx, p.name, metav1.GetOptions{})
 		if err != nil {
 			if apierrors.IsNotFound(err) {
@@ -133,7 +133,7 @@ func (p *podCheck) Check(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", p.Name(), classifyHTTP(err))
 		}
 		return p.verdict(pod)
-	})
+	}))
 }
 
 // guard runs f, which calls into the client, turning a panic into the
@@ -346,9 +346,12 @@ func (p *podCheck) Watch(ctx context.Context, changed func()) error {
 		if errors.Is(err, ErrPanic) {
 			return err
 		}
+		if errors.Is(err, ErrInvalid) {
+			return settle(err)
+		}
 		delay := retry.NextBackOff()
 		if err != nil {
-			log.V(1).Info("pod watch failed; retrying", "err", err, "in", delay)
+			log.V(1).Info("pod watch failed; retrying", "err", errString(err), "in", delay)
 		}
 		t := time.NewTimer(delay)
 		select {
