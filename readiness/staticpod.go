@@ -82,7 +82,12 @@ func WithHashChangedFrom(old string) PodOption {
 // DefaultWatchMaxDelay for this check).
 //
 // RBAC: get, list and watch on pods in namespace (a Role is enough).
-// 401/403 failures wrap ErrAccessDenied.
+// 401/403 failures wrap ErrAccessDenied; no HTTP answer wraps
+// ErrUnreachable; an error the client raises from its own configuration
+// before sending anything, which no retry can fix (a host whose port is
+// out of range, "dial tcp: address 99999: invalid port"), is a permanent
+// ErrInvalid error. Watch events for other pods (a server or a fake
+// client that does not apply the field selector sends them) are ignored.
 //
 // A nil client (a typed nil too: a nil *kubernetes.Clientset, a nil
 // *fake.Clientset, any nil pointer), an empty namespace or name, or a
@@ -210,6 +215,12 @@ func (st *podState) unsync() {
 	st.synced = false
 }
 
+// isMine reports whether pod is the one the check watches: its name, and
+// its namespace when it has one.
+func (p *podCheck) isMine(pod *corev1.Pod) bool {
+	return pod != nil && pod.Name == p.name && (pod.Namespace == "" || pod.Namespace == p.ns)
+}
+
 // evaluate lists what keeps pod from being the ready mirror pod wanted.
 func (p *podCheck) evaluate(pod *corev1.Pod) []string {
 	var problems []string
@@ -315,10 +326,14 @@ func newPodWatchRetry() backoff.BackOff {
 }
 
 // Watch lists and watches the one pod until ctx ends, calling changed
-// after every (re-)list and on every event. Under Wait, it records what
-// each list and event carries for Wait's attempts to judge. Failures are
-// retried with an exponential backoff capped at podWatchRetryMax. A nil
-// changed is a permanent ErrInvalid error; a panic in the client is
+// after every (re-)list and on every event for that pod; events for other
+// pods (a server or fake client that does not apply the field selector
+// sends them) are ignored. Under Wait, it records what each list and
+// event carries for Wait's attempts to judge. Failures are retried with
+// an exponential backoff capped at podWatchRetryMax, except those no
+// retry can fix: an error wrapping ErrInvalid (raised by the client
+// before anything was sent, see StaticPodReady) is returned, permanent.
+// A nil changed is a permanent ErrInvalid error; a panic in the client is
 // recovered and returned as a permanent error wrapping ErrPanic.
 func (p *podCheck) Watch(ctx context.Context, changed func()) error {
 	if p.bad != nil {
@@ -385,7 +400,7 @@ func (p *podCheck) watchOnce(ctx context.Context, pods podLister, selector strin
 	if st != nil {
 		var pod *corev1.Pod
 		for i := range list.Items {
-			if list.Items[i].Name == p.name {
+			if p.isMine(&list.Items[i]) {
 				pod = &list.Items[i]
 			}
 		}
@@ -417,18 +432,22 @@ func (p *podCheck) watchOnce(ctx context.Context, pods podLister, selector strin
 				return fmt.Errorf("watch %s: %w", p.Name(), apierrors.FromObject(ev.Object))
 			case ev.Type == watch.Bookmark:
 			default:
-				if st != nil {
-					pod, isPod := ev.Object.(*corev1.Pod)
-					switch {
-					case !isPod || pod.Name != p.name:
-						// Not the pod: attempts read the server until
-						// the next list.
-						return fmt.Errorf("watch %s: unexpected %T in a %s event", p.Name(), ev.Object, ev.Type)
-					case ev.Type == watch.Deleted:
-						st.see(p, nil, false)
-					default:
-						st.see(p, pod, false)
-					}
+				pod, isPod := ev.Object.(*corev1.Pod)
+				switch {
+				case !isPod:
+					// Not a pod: attempts read the server until the
+					// next list.
+					return fmt.Errorf("watch %s: unexpected %T in a %s event", p.Name(), ev.Object, ev.Type)
+				case !p.isMine(pod):
+					// Another pod, from a server (or a fake client)
+					// that did not apply the field selector: nothing
+					// this check looks at changed.
+					continue
+				case st == nil:
+				case ev.Type == watch.Deleted:
+					st.see(p, nil, false)
+				default:
+					st.see(p, pod, false)
 				}
 				changed()
 			}
