@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -27,6 +29,9 @@ func TestClientSideErrorsArePermanent(t *testing.T) {
 	// An http.Client whose proxy has a port out of range: the URL of the
 	// check is fine, the client's configuration is not.
 	badProxy := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: "127.0.0.1:99999"})}}
+	etcd, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://127.0.0.1:99999", "127.0.0.1:123456"}, Logger: zap.NewNop()})
+	require.NoError(t, err, "the etcd client accepts the endpoints; it rejects them when dialling")
+	defer func() { _ = etcd.Close() }()
 
 	tests := []struct {
 		name  string
@@ -37,6 +42,7 @@ func TestClientSideErrorsArePermanent(t *testing.T) {
 		{"StaticPodReady", readiness.StaticPodReady(cs, "kube-system", "kube-apiserver-n1"), "address 99999: invalid port"},
 		{"KubeletStaticPodReady", readiness.KubeletStaticPodReady(badProxy, "http://127.0.0.1:10255", "kube-system", "kube-apiserver-n1"), "address 99999: invalid port"},
 		{"HTTPGet", readiness.HTTPGet(badProxy, "http://127.0.0.1:8080/healthz", nil), "address 99999: invalid port"},
+		{"EtcdHealthy", readiness.EtcdHealthy(etcd), `no endpoint of the client can ever be dialled: etcd endpoint "http://127.0.0.1:99999" can never be dialled: port 99999 is out of range`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -125,7 +125,11 @@
 // # Concurrency and cancellation
 //
 // Wait blocks and may be called concurrently; checks are safe for
-// concurrent use. Nothing Wait starts outlives it. Cancellation returns
+// concurrent use. Nothing Wait starts outlives it, with two documented
+// exceptions for user code that does not honour a context: a Watcher's
+// Watch still running WatchGracePeriod after Wait cancelled it (see
+// Wait), and EtcdHealthy's dial through a client made with
+// grpc.WithBlock (see EtcdHealthy). Cancellation returns
 // promptly with an error wrapping ctx.Err(). Bad input (nil clients or
 // checks, typed nils of any type included, empty names, malformed URLs,
 // addresses that can never be dialled — given directly or configured in

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -64,12 +65,29 @@ func WithHealthKey(key string) EtcdOption {
 // https://10.0.0.2:2379: no answer: ..."), with or without
 // WithMemberQuorum.
 //
-// Status calls dial each endpoint or member URL directly through c, with
-// c's TLS configuration and credentials, and do not wait for a connection
-// that is refused; nothing outlives the call. Checks are bounded by ctx
-// (Wait's attempt timeout). A nil client (a typed nil too, or a
-// clientv3.Client not made by clientv3.New) or a bad option makes every
-// call fail with a permanent ErrInvalid error; a closed client, too.
+// Status calls dial each endpoint or member URL directly through c
+// (c.Dial, with c's TLS configuration, credentials and dial options), and
+// do not wait for a connection that is refused. Checks are bounded by ctx
+// (Wait's attempt timeout) and never wait past it for a probe; nothing
+// outlives the call, with one exception: if c was made with
+// grpc.WithBlock in its DialOptions, c.Dial blocks until the connection
+// is ready or c's DialTimeout (without one, until c is closed), whatever
+// ctx says. A dial still blocked when the check returns is abandoned: its
+// goroutine ends, closing the connection, when c.Dial returns. While it
+// is blocked, later calls of the same check do not dial that URL again:
+// they only test with a plain connection whether anything listens there
+// (nothing does: the member is down) and otherwise count the member as
+// not answering. So, with grpc.WithBlock, at most one goroutine per URL
+// is left behind by a check, for at most c's DialTimeout; without it,
+// none.
+//
+// A nil client (a typed nil too, or a clientv3.Client not made by
+// clientv3.New) or a bad option makes every call fail with a permanent
+// ErrInvalid error; a closed client, too, and a client none of whose
+// endpoints can ever be dialled (a port out of range or not a number, a
+// host that is neither an IP address nor a DNS name: the client would
+// reject it before sending anything). Such an endpoint among good ones,
+// or such a client URL of a member, counts as not answering.
 // EtcdHealthy does not block; the check is safe for concurrent use.
 //
 // etcd authentication (when enabled): Status needs the root role; the
@@ -93,6 +111,9 @@ type etcdCheck struct {
 	key    string
 	quorum bool
 	bad    error
+
+	mu    sync.Mutex
+	stuck map[string]int // probe key → abandoned dials not yet returned (see dial)
 }
 
 func (e *etcdCheck) Name() string { return "etcd" }
@@ -131,7 +152,18 @@ func (e *etcdCheck) Check(ctx context.Context) error {
 	if e.c.Ctx().Err() != nil {
 		return invalid("EtcdHealthy: the *clientv3.Client is closed")
 	}
-	return newEtcdRound(e).run(ctx)
+	if eps := e.c.Endpoints(); len(eps) > 0 {
+		var bad []string
+		for _, ep := range eps {
+			if _, _, err := etcdAddr(ep); err != nil {
+				bad = append(bad, strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
+			}
+		}
+		if len(bad) == len(eps) {
+			return invalid("EtcdHealthy: no endpoint of the client can ever be dialled: %s", strings.Join(bad, "; "))
+		}
+	}
+	return settle(newEtcdRound(e).run(ctx))
 }
 
 // memberLabel is "name (hex id)", or the ID alone when the name is not

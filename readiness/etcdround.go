@@ -189,7 +189,8 @@ func (r *etcdRound) probeStatus(url string) {
 			p.done = true
 			switch {
 			case err != nil:
-				p.err, p.dead = classifyEtcd(err), refused(err)
+				p.err = classifyEtcd(err)
+				p.dead = refused(err) || errors.Is(err, ErrUnreachable) || errors.Is(err, ErrInvalid)
 			case resp == nil:
 				p.err = errors.New("no status and no error")
 			default:
@@ -201,11 +202,28 @@ func (r *etcdRound) probeStatus(url string) {
 
 // status is Maintenance.Status of one endpoint, except that it does not
 // wait for a connection that cannot be made: a member that is down fails
-// at once instead of at the deadline.
+// at once instead of at the deadline. It never waits past the round's
+// context: a dial through a client made with grpc.WithBlock that is
+// still blocked then is abandoned (see dial), and while it stays blocked
+// later rounds only test with a plain connection whether anything
+// listens at url. An URL that can never be dialled fails at once with an
+// error wrapping ErrInvalid.
 func (r *etcdRound) status(url string) (*pb.StatusResponse, error) {
-	conn, err := r.e.c.Dial(url)
+	network, addr, err := etcdAddr(url)
 	if err != nil {
 		return nil, err
+	}
+	if r.e.stuckDial(url) {
+		if network != "" {
+			if err := listening(r.ctx, network, addr); err != nil {
+				return nil, err
+			}
+		}
+		return nil, fmt.Errorf("no answer: the client's dial from an earlier check is still blocked (a client made with grpc.WithBlock waits for a ready connection until its DialTimeout or Close)")
+	}
+	conn, err := r.e.dial(r.ctx, url)
+	if err != nil {
+		return nil, clientv3.ContextError(r.ctx, err)
 	}
 	defer func() { _ = conn.Close() }()
 	resp, err := pb.NewMaintenanceClient(conn).Status(r.ctx, &pb.StatusRequest{}, grpc.WaitForReady(false))
@@ -464,7 +482,7 @@ func (r *etcdRound) probeWhy(p *probe, notYet string) string {
 		// like this.
 		return fmt.Sprintf("no answer before the deadline: %v", p.err)
 	}
-	return p.err.Error()
+	return errString(p.err)
 }
 
 // memberWhy says why voting member m did not answer, at each of its URLs,
