@@ -77,9 +77,10 @@ func WithHealthKey(key string) EtcdOption {
 // is blocked, later calls of the same check do not dial that URL again:
 // they only test with a plain connection whether anything listens there
 // (nothing does: the member is down) and otherwise count the member as
-// not answering. So, with grpc.WithBlock, at most one goroutine per URL
-// is left behind by a check, for at most c's DialTimeout; without it,
-// none.
+// not answering. So, with grpc.WithBlock, the goroutines left behind do
+// not grow with the number of calls (one per URL, or one per concurrent
+// call that found none blocked), and last at most c's DialTimeout;
+// without grpc.WithBlock, none is left.
 //
 // A nil client (a typed nil too, or a clientv3.Client not made by
 // clientv3.New) or a bad option makes every call fail with a permanent
