@@ -20,7 +20,7 @@ import (
 // tests run (kube-apiserver, kube-controller-manager, kube-scheduler and the
 // hollow kubelet): the one used unless KUBEBOOT_KUBERNETES_VERSION selects
 // another of KubernetesVersions. It is stamped into each binary.
-const KubernetesVersion = "v1.36.3"
+const KubernetesVersion = "v1.37.2"
 
 // EnvKubernetesVersion selects the Kubernetes version the harness runs, one
 // of KubernetesVersions ("v1.35.4", or just its minor, "1.35"); unset means

@@ -48,10 +48,13 @@ func TestNodeRegistersReady(t *testing.T) {
 	node, err := cs.CoreV1().Nodes().Get(ctx, "solo", metav1.GetOptions{})
 	require.NoError(t, err)
 	require.Equal(t, corev1.ConditionTrue, nodeReady(node))
-	require.Equal(t, KubernetesVersion, node.Status.NodeInfo.KubeletVersion, "kubelet version stamp")
+	selected, err := SelectedKubernetesVersion()
+	require.NoError(t, err)
+	require.Equal(t, selected, a.KubernetesVersion())
+	require.Equal(t, a.KubernetesVersion(), node.Status.NodeInfo.KubeletVersion, "kubelet version stamp: the apiserver's version")
 	sv, err := cs.Discovery().ServerVersion()
 	require.NoError(t, err)
-	require.Equal(t, KubernetesVersion, sv.GitVersion, "kube-apiserver version stamp")
+	require.Equal(t, a.KubernetesVersion(), sv.GitVersion, "kube-apiserver version stamp")
 
 	Eventually(t, 30*time.Second, 100*time.Millisecond, func() error {
 		lease, err := cs.CoordinationV1().Leases("kube-node-lease").Get(ctx, "solo", metav1.GetOptions{})
