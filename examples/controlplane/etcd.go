@@ -53,8 +53,12 @@ func (d *demo) joinMembers(ctx context.Context) error {
 		}
 		start := func(ctx context.Context, initialCluster string) error {
 			d.tl.Record(node, "etcd start", "begin", "initial-cluster "+initialCluster)
-			_, err := d.etcd.StartMember(ctx, spec, initialCluster)
-			return err
+			if _, err := d.etcd.StartMember(ctx, spec, initialCluster); err != nil {
+				d.tl.Record(node, "etcd start", "failed", err.Error())
+				return err
+			}
+			d.tl.Record(node, "etcd start", "ok", spec.ClientURL)
+			return nil
 		}
 		d.tl.Record(node, "etcd join", "begin", "learner "+spec.PeerURL)
 		res, err := mgr.Join(ctx, node, []string{spec.PeerURL}, etcdmember.JoinOptions{Cleanup: true}, start)

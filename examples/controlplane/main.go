@@ -22,7 +22,9 @@
 // scenario on its own). The kube-apiserver and the node components are the
 // binaries the tests use: built on first run (minutes, once), then cached.
 //
-//	go run ./examples/controlplane [--members N] [--fault NAME] [--json] [--keep]
+// --timeline FILE.svg also draws the run as a Gantt chart.
+//
+//	go run ./examples/controlplane [--members N] [--fault NAME] [--json] [--keep] [--timeline FILE.svg]
 package main
 
 import (
@@ -47,9 +49,10 @@ func run(args []string) int {
 	fs.StringVar(&cfg.Fault, "fault", "", "replay one incident: "+strings.Join(Faults, ", ")+" (see below)")
 	fs.BoolVar(&cfg.JSON, "json", false, "print events and the summary as JSON lines")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the cluster running until Ctrl-C, printing its kubeconfig and etcd endpoints")
+	timeline := fs.String("timeline", "", "write the run as a Gantt chart (SVG) to `FILE.svg`: a lane per node and per hook, gate waits shaded, faults marked, the critical path outlined")
 	fs.Usage = func() {
 		out := fs.Output()
-		fmt.Fprintln(out, "Usage: controlplane [--members N] [--fault NAME] [--json] [--keep]")
+		fmt.Fprintln(out, "Usage: controlplane [--members N] [--fault NAME] [--json] [--keep] [--timeline FILE.svg]")
 		fmt.Fprintln(out, "\nBrings up a real control plane with kubeboot's packages; --fault replays one incident and shows it absorbed.")
 		fmt.Fprintln(out, "\nFlags:")
 		fs.PrintDefaults()
@@ -74,8 +77,39 @@ func run(args []string) int {
 		return 2
 	}
 	printSummary(os.Stdout, res, err, cfg.JSON)
+	if *timeline != "" {
+		if werr := writeTimelineFile(*timeline, res, cfg.Fault); werr != nil {
+			fmt.Fprintln(os.Stderr, werr)
+			return 1
+		}
+	}
 	if err != nil {
 		return 1
 	}
 	return 0
+}
+
+// writeTimelineFile writes the run's Gantt chart to path, even for a run
+// that failed (its picture is the one worth reading).
+func writeTimelineFile(path string, res *Result, fault string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("--timeline: %w", err)
+	}
+	if err := WriteTimelineSVG(f, res, chartTitle(fault)); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("--timeline %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("--timeline %s: %w", path, err)
+	}
+	return nil
+}
+
+// chartTitle heads the chart of a run with fault ("" for none).
+func chartTitle(fault string) string {
+	if fault == FaultNone {
+		return "kubeboot control plane"
+	}
+	return "kubeboot control plane, --fault " + fault
 }

@@ -65,6 +65,7 @@ func TestControlPlaneExample(t *testing.T) {
 					t.Errorf("fault %s: injected=%v observed=%v in the timeline", fault, injected, observed)
 				}
 			}
+			checkTimelineSVG(t, res, 3, fault)
 			switch fault {
 			case FaultAPIServerRestart:
 				// Exactly two attempts: the first failed on the restarting

@@ -144,7 +144,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 }
 
 func (d *demo) run(ctx context.Context) error {
-	d.ph.begin()
+	d.ph.begin(d.tl.start)
 	if err := d.startEtcd(ctx); err != nil {
 		return fmt.Errorf("etcd: %w", err)
 	}

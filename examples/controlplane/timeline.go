@@ -80,7 +80,9 @@ type phases struct {
 	since time.Time
 }
 
-func (p *phases) begin() { p.since = time.Now() }
+// begin starts the first phase at 'at' (the timeline's start, so that
+// phases and events share one origin).
+func (p *phases) begin(at time.Time) { p.since = at }
 
 func (p *phases) end(name string) {
 	p.mu.Lock()
