@@ -17,7 +17,9 @@ import (
 
 // PanicError is a panic recovered from code the caller supplied and this
 // package ran, or a nil it returned where a value was needed (a backoff
-// factory's policy, a client's watch), which would have panicked: Callback
+// factory's policy, a client's list or watch), or a watch event of a
+// client's that was dropped because its object is nil or of the wrong
+// type, any of which would have panicked: Callback
 // names it ("the WithErrorHandler function", "the
 // logger's sink", "the WithBackoff factory", "NextBackOff of the WithBackoff
 // policy", "the Kubernetes client (list EndpointSlices)", "the etcd client
@@ -29,7 +31,8 @@ import (
 type PanicError struct {
 	// Callback names the code that panicked.
 	Callback string
-	// Value is what it panicked with.
+	// Value is what it panicked with; for a nil result or a dropped
+	// event, an error saying what the code returned or delivered.
 	Value any
 	// Stack is the goroutine's stack at the panic.
 	Stack string

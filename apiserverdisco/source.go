@@ -97,6 +97,14 @@ func (s *sink) setState(notYet bool, reason string, lastErr error) {
 	s.state.NotYetSet, s.state.Reason, s.state.LastError = notYet, reason, lastErr
 }
 
+// readOK records a successful request to the source: State.LastError is
+// cleared, the rest of the state is kept.
+func (s *sink) readOK() {
+	s.stateMu.Lock()
+	s.state.LastError = nil
+	s.stateMu.Unlock()
+}
+
 // current returns the source's state (without Snapshot).
 func (s *sink) current() State {
 	s.stateMu.Lock()

@@ -47,10 +47,16 @@ const (
 //
 // A nil client, or an interface holding a nil pointer (a nil
 // *kubernetes.Clientset, a nil *fake.Clientset), makes NewWatcher return
-// an error wrapping ErrInvalidInput. A panic in the client's List or
-// Watch, or in the watch it returns, is recovered in the informer's
-// goroutines, reported as a *PanicError (WithErrorHandler, the logger)
-// and retried with the informer's backoff.
+// an error wrapping ErrInvalidInput. Every failed list or watch request
+// is reported (WithErrorHandler, the logger, State.LastError) and retried
+// with the informer's backoff (client-go's: 800ms doubling to 30s); the
+// informer does not use client-go's watch-list mode, whose retries hold
+// up Close. A panic in the client's List or Watch, or in the watch it
+// returns, and a nil list with no error, are recovered in the informer's
+// goroutines, reported as a *PanicError and retried the same way. A watch
+// event whose object is nil, a typed nil or (other than in an ERROR event)
+// not an *EndpointSlice is dropped and reported as a *PanicError: it never
+// reaches client-go's reflector, which would panic on it.
 func EndpointSlices(client kubernetes.Interface) Source {
 	name := fmt.Sprintf("EndpointSlices of service %s/%s", kubernetesNamespace, kubernetesService)
 	switch {
@@ -68,15 +74,15 @@ func runSliceSource(ctx context.Context, client kubernetes.Interface, s *sink) e
 	// client-go's goroutines log through the context's logger: give them
 	// the package's, whose sink cannot panic.
 	ctx = logr.NewContext(ctx, s.log.WithName("informer"))
-	inf := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(sliceListWatch(client, s), client),
-		&discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
+	var calls clientCalls
+	// Whatever happens below, return only once no call into the client,
+	// and no goroutine forwarding one of its watches, is left.
+	defer calls.closeAndWait()
+	inf := cache.NewSharedIndexInformer(noWatchList{sliceListWatch(client, s, &calls)}, &discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
 	if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-		if ctx.Err() == nil && !errors.Is(err, ErrCallbackPanicked) { // those were reported already
-			class := transient
-			if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
-				class = denied
-			}
-			s.failed(fmt.Errorf("apiserverdisco: list/watch EndpointSlices in %s: %w", kubernetesNamespace, err), class, "the informer's backoff")
+		var done *reportedError
+		if ctx.Err() == nil && !errors.As(err, &done) && !errors.Is(err, ErrCallbackPanicked) { // those were reported already
+			s.failed(fmt.Errorf("apiserverdisco: list/watch EndpointSlices in %s: %w", kubernetesNamespace, err), sliceErrorClass(err), "the informer's backoff")
 		}
 	}); err != nil {
 		return fmt.Errorf("apiserverdisco: EndpointSlices informer: %w", err)
@@ -106,25 +112,116 @@ func runSliceSource(ctx context.Context, client kubernetes.Interface, s *sink) e
 	return nil
 }
 
+// noWatchList opts the informer out of client-go's watch-list mode (on by
+// default since client-go 0.35). In that mode the reflector retries a
+// failed request after a backoff of up to 30s without watching its
+// context, so Close would wait that long while the apiserver is
+// unreachable, and it logs those failures only at V(2), never passing them
+// to the watch error handler. The plain list-then-watch mode waits for its
+// backoff and its requests under the context, and every list and watch
+// goes through sliceListWatch, which reports each failure. The slices of
+// one Service are few: listing them costs next to nothing.
+type noWatchList struct{ *cache.ListWatch }
+
+// IsWatchListSemanticsUnSupported tells client-go's reflector not to use
+// watch-list requests (see k8s.io/client-go/util/watchlist).
+func (noWatchList) IsWatchListSemanticsUnSupported() bool { return true }
+
+// reportedError is a list or watch failure sliceListWatch has reported
+// already; the watch error handler skips it.
+type reportedError struct{ err error }
+
+func (e *reportedError) Error() string { return e.err.Error() }
+func (e *reportedError) Unwrap() error { return e.err }
+
+func sliceErrorClass(err error) errorClass {
+	if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+		return denied
+	}
+	return transient
+}
+
+// clientCalls counts the calls the informer makes into the caller's
+// client and the goroutines forwarding its watches. client-go's reflector
+// abandons a list on cancellation without waiting for it; closeAndWait
+// waits for every call and forwarder to return, and refuses new ones.
+type clientCalls struct {
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// enter reports whether a call may start; if so, exit must follow.
+func (c *clientCalls) enter() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	return true
+}
+
+func (c *clientCalls) exit() { c.wg.Done() }
+
+func (c *clientCalls) closeAndWait() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.wg.Wait()
+}
+
+var errSourceStopped = errors.New("the EndpointSlices source has stopped")
+
 // sliceListWatch lists and watches the "kubernetes" Service's slices
-// through client, turning a panic in the client, or in the watch it
-// returns, into an error (the reflector reports it through the watch error
-// handler and retries with its backoff). The ListFunc and WatchFunc fields
-// are set too, for the client-go versions whose reflector calls them.
-func sliceListWatch(client kubernetes.Interface, s *sink) *cache.ListWatch {
+// through client. It keeps the reflector safe from the client: a panic in
+// the client, or in the watch it returns, becomes an error; a nil list
+// with no error becomes an error; a watch event whose object is nil, a
+// typed nil or not an *EndpointSlice is dropped (see safeWatch). Every
+// failed list or watch request is reported at once (WithErrorHandler, the
+// logger, State.LastError) and handed to the reflector marked as
+// reported; the reflector retries with its backoff. A successful one
+// clears State.LastError. The ListFunc and WatchFunc fields are set too,
+// for the client-go versions whose reflector calls them.
+func sliceListWatch(client kubernetes.Interface, s *sink, calls *clientCalls) *cache.ListWatch {
 	tweak := func(o *metav1.ListOptions) { o.LabelSelector = discoveryv1.LabelServiceName + "=" + kubernetesService }
-	list := func(ctx context.Context, o metav1.ListOptions) (obj runtime.Object, err error) {
+	failed := func(ctx context.Context, what string, err error) error {
+		if ctx.Err() != nil || apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+			// Cancelled: not a failure. Expired: the reflector lists
+			// again at once, as a watch that fell behind a compaction.
+			return err
+		}
+		s.failed(fmt.Errorf("apiserverdisco: %s EndpointSlices in %s: %w", what, kubernetesNamespace, err), sliceErrorClass(err), "the informer's backoff")
+		return &reportedError{err}
+	}
+	list := func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+		if !calls.enter() {
+			return nil, errSourceStopped
+		}
+		defer calls.exit()
 		tweak(&o)
-		err = protect("the Kubernetes client (list EndpointSlices)", func() (err error) {
-			obj, err = client.DiscoveryV1().EndpointSlices(kubernetesNamespace).List(ctx, o)
+		var l *discoveryv1.EndpointSliceList
+		err := protect("the Kubernetes client (list EndpointSlices)", func() (err error) {
+			l, err = client.DiscoveryV1().EndpointSlices(kubernetesNamespace).List(ctx, o)
 			return err
 		})
-		reportPanic(err, s)
-		return obj, err
+		if err == nil && l == nil {
+			err = newPanicError("the Kubernetes client (list EndpointSlices)", nilResult("returned a nil *v1.EndpointSliceList and no error"))
+		}
+		if err != nil {
+			return nil, failed(ctx, "list", err)
+		}
+		s.readOK()
+		return l, nil
 	}
-	watchFn := func(ctx context.Context, o metav1.ListOptions) (w watch.Interface, err error) {
+	watchFn := func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+		if !calls.enter() {
+			return nil, errSourceStopped
+		}
+		defer calls.exit()
 		tweak(&o)
-		err = protect("the Kubernetes client (watch EndpointSlices)", func() (err error) {
+		var w watch.Interface
+		err := protect("the Kubernetes client (watch EndpointSlices)", func() (err error) {
 			w, err = client.DiscoveryV1().EndpointSlices(kubernetesNamespace).Watch(ctx, o)
 			return err
 		})
@@ -132,10 +229,10 @@ func sliceListWatch(client kubernetes.Interface, s *sink) *cache.ListWatch {
 			err = newPanicError("the Kubernetes client (watch EndpointSlices)", nilResult("returned a nil watch and no error"))
 		}
 		if err != nil {
-			reportPanic(err, s)
-			return nil, err
+			return nil, failed(ctx, "watch", err)
 		}
-		return &safeWatch{w: w, s: s}, nil
+		s.readOK()
+		return newSafeWatch(ctx, w, s, calls), nil
 	}
 	return &cache.ListWatch{
 		ListWithContextFunc:  list,
@@ -149,44 +246,100 @@ func sliceListWatch(client kubernetes.Interface, s *sink) *cache.ListWatch {
 	}
 }
 
-// reportPanic reports err if it is a recovered panic, at once: client-go
-// does not pass every list or watch error to the watch error handler (a
-// failed watch-list request falls back to a list silently), and that
-// handler skips them.
-func reportPanic(err error, s *sink) {
-	if errors.Is(err, ErrCallbackPanicked) {
-		s.rep.panicked(err)
-	}
-}
-
-// safeWatch is a watch.Interface of the caller's client, run under
-// recover: a panicking ResultChan reads as a closed watch (the reflector
-// lists again), a panicking Stop as stopped; both are reported.
+// safeWatch is a watch.Interface of the caller's client, made safe for
+// client-go's reflector, which would panic on an event whose object is a
+// typed nil (it reads its metadata) and runs in a goroutine of ours. A
+// goroutine forwards the client's events and drops, and reports as a
+// *PanicError, each one the reflector could not use: an object that is
+// nil or a typed nil, or (other than in an ERROR event) not an
+// *EndpointSlice. A panicking ResultChan, or a nil channel, reads as a
+// closed watch (the reflector watches again); a panicking Stop as
+// stopped; both are reported. The forwarder ends when the watch is
+// stopped, its channel closes or ctx ends.
 type safeWatch struct {
-	w watch.Interface
-	s *sink
+	w    watch.Interface
+	s    *sink
+	out  chan watch.Event
+	stop chan struct{}
+	once sync.Once
 }
 
-func (sw *safeWatch) Stop() {
-	if err := protect("the Kubernetes client's watch (Stop)", func() error { sw.w.Stop(); return nil }); err != nil {
-		sw.s.rep.panicked(err)
-	}
-}
-
-func (sw *safeWatch) ResultChan() <-chan watch.Event {
-	var ch <-chan watch.Event
-	err := protect("the Kubernetes client's watch (ResultChan)", func() error { ch = sw.w.ResultChan(); return nil })
-	if err == nil && ch == nil {
+func newSafeWatch(ctx context.Context, w watch.Interface, s *sink, calls *clientCalls) *safeWatch {
+	sw := &safeWatch{w: w, s: s, out: make(chan watch.Event), stop: make(chan struct{})}
+	var in <-chan watch.Event
+	err := protect("the Kubernetes client's watch (ResultChan)", func() error { in = w.ResultChan(); return nil })
+	if err == nil && in == nil {
 		err = newPanicError("the Kubernetes client's watch (ResultChan)", nilResult("returned a nil channel"))
 	}
 	if err != nil {
-		sw.s.rep.panicked(err)
-		closed := make(chan watch.Event)
-		close(closed)
-		return closed
+		s.rep.panicked(err)
 	}
-	return ch
+	if err != nil || !calls.enter() {
+		close(sw.out)
+		return sw
+	}
+	go func() {
+		defer calls.exit()
+		defer close(sw.out)
+		sw.forward(ctx, in)
+	}()
+	return sw
 }
+
+func (sw *safeWatch) forward(ctx context.Context, in <-chan watch.Event) {
+	for {
+		var ev watch.Event
+		select {
+		case <-sw.stop:
+			return
+		case <-ctx.Done():
+			return
+		case e, ok := <-in:
+			if !ok {
+				return
+			}
+			ev = e
+		}
+		if why := unusableEvent(ev); why != "" {
+			sw.s.rep.panicked(newPanicError("the Kubernetes client's watch (ResultChan)", nilResult("delivered "+why+"; dropped")))
+			continue
+		}
+		select {
+		case sw.out <- ev:
+		case <-sw.stop:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// unusableEvent says why the reflector cannot take ev, or "".
+func unusableEvent(ev watch.Event) string {
+	switch {
+	case ev.Object == nil:
+		return fmt.Sprintf("a %s event without an object", ev.Type)
+	case isNil(ev.Object):
+		return fmt.Sprintf("a %s event with a nil %T", ev.Type, ev.Object)
+	case ev.Type == watch.Error:
+		return "" // the reflector turns any object into an error
+	}
+	if _, ok := ev.Object.(*discoveryv1.EndpointSlice); !ok {
+		return fmt.Sprintf("a %s event with a %T, not an *v1.EndpointSlice", ev.Type, ev.Object)
+	}
+	return ""
+}
+
+func (sw *safeWatch) Stop() {
+	sw.once.Do(func() {
+		close(sw.stop)
+		if err := protect("the Kubernetes client's watch (Stop)", func() error { sw.w.Stop(); return nil }); err != nil {
+			sw.s.rep.panicked(err)
+		}
+	})
+}
+
+func (sw *safeWatch) ResultChan() <-chan watch.Event { return sw.out }
 
 // sliceReader turns the cached slices into a set, reporting each malformed
 // slice once per resourceVersion.
