@@ -15,11 +15,11 @@ import (
 )
 
 // startAPIServer starts a real kube-apiserver on node 1 against the whole
-// etcd cluster and publishes its address under a lease.
+// etcd cluster (every member whose etcd runs).
 func (d *demo) startAPIServer(ctx context.Context) error {
 	d.tl.Record("node1", "kube-apiserver start", "begin", "kube-apiserver "+testenv.KubernetesVersion)
 	logf := func(format string, args ...any) { fmt.Fprintf(d.cfg.Log, format+"\n", args...) }
-	api, err := testenv.StartAPIServer(ctx, testenv.WithEtcd(d.etcd),
+	api, err := testenv.StartAPIServer(ctx, testenv.WithEtcd(d.etcd), testenv.WithEtcdServers(d.liveEndpoints()...),
 		testenv.WithAPIServerDir(filepath.Join(d.dir, "apiserver")), testenv.WithBuildLog(logf))
 	if err != nil {
 		return err

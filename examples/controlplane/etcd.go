@@ -35,7 +35,9 @@ func (d *demo) startEtcd(ctx context.Context) error {
 
 // joinMembers joins nodes 2..N one at a time through etcdmember.Join:
 // learner, started, caught up, promoted. With the promote-reply-lost fault,
-// node 2 joins through a proxy that loses its first MemberPromote reply.
+// node 2 joins through a proxy that loses its first MemberPromote reply;
+// with dead-learner, node N's etcd is killed right after it caught up, and
+// its join must fail without promoting it (see deadLearner).
 func (d *demo) joinMembers(ctx context.Context) error {
 	for i := 2; i <= d.cfg.Members; i++ {
 		node := fmt.Sprintf("node%d", i)
@@ -47,23 +49,46 @@ func (d *demo) joinMembers(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		mgr, err := etcdmember.New(client, etcdmember.WithRPCTimeout(2*time.Second), etcdmember.WithLogger(d.logger(node, "etcd join")))
+		opts := []etcdmember.Option{etcdmember.WithRPCTimeout(2 * time.Second), etcdmember.WithLogger(d.logger(node, "etcd join"))}
+		var dead *deadLearner // the last node's etcd dies right after catching up
+		if d.cfg.Fault == FaultDeadLearner && i == d.cfg.Members {
+			dead = &deadLearner{d: d, node: node}
+			opts = append(opts, dead.options()...)
+		}
+		mgr, err := etcdmember.New(client, opts...)
 		if err != nil {
 			return err
 		}
+		var caughtUp, target uint64
 		start := func(ctx context.Context, initialCluster string) error {
 			d.tl.Record(node, "etcd start", "begin", "initial-cluster "+initialCluster)
-			if _, err := d.etcd.StartMember(ctx, spec, initialCluster); err != nil {
+			m, err := d.etcd.StartMember(ctx, spec, initialCluster)
+			if err != nil {
 				d.tl.Record(node, "etcd start", "failed", err.Error())
 				return err
 			}
 			d.tl.Record(node, "etcd start", "ok", spec.ClientURL)
-			return nil
+			if dead != nil {
+				caughtUp, target, err = dead.afterStart(ctx, m)
+			}
+			return err
 		}
 		d.tl.Record(node, "etcd join", "begin", "learner "+spec.PeerURL)
 		res, err := mgr.Join(ctx, node, []string{spec.PeerURL}, etcdmember.JoinOptions{Cleanup: true}, start)
 		if fault != nil {
 			fault.close()
+		}
+		if dead != nil {
+			if err != nil {
+				d.tl.Record(node, "etcd join", "failed", err.Error())
+			}
+			ev, oerr := dead.observe(ctx, res, err, caughtUp, target)
+			d.res.DeadLearner = ev
+			if oerr != nil {
+				return oerr
+			}
+			d.res.FaultObserved = true
+			continue
 		}
 		if err != nil {
 			d.tl.Record(node, "etcd join", "failed", err.Error())

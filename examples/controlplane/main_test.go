@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/kubeboot/kubeboot/cnibootstrap"
+	"github.com/kubeboot/kubeboot/etcdmember"
 	"github.com/kubeboot/kubeboot/examples/internal/ingress"
 	"github.com/kubeboot/kubeboot/hooks"
 	"github.com/kubeboot/kubeboot/internal/testenv"
@@ -38,8 +39,12 @@ func TestControlPlaneExample(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Run: %v\n%s", err, out.String())
 			}
-			if res.Voters != 3 || res.Learners != 0 {
-				t.Errorf("voters %d learners %d, want 3 and 0", res.Voters, res.Learners)
+			wantVoters := 3
+			if fault == FaultDeadLearner {
+				wantVoters = 2 // node3 was not promoted, and its join removed it
+			}
+			if res.Voters != wantVoters || res.Learners != 0 {
+				t.Errorf("voters %d learners %d, want %d and 0", res.Voters, res.Learners, wantVoters)
 			}
 			if len(res.Addresses) != 1 {
 				t.Errorf("agent addresses %v, want the one apiserver", res.Addresses)
@@ -91,6 +96,8 @@ func TestControlPlaneExample(t *testing.T) {
 				checkIngressUpgrade(t, res)
 			case FaultBadChart:
 				checkBadChart(t, res)
+			case FaultDeadLearner:
+				checkDeadLearner(t, res)
 			}
 			if t.Failed() {
 				t.Logf("timeline:\n%s", out.String())
@@ -172,8 +179,45 @@ func checkBadChart(t *testing.T, res *Result) {
 	}
 }
 
+// checkDeadLearner checks the dead-learner evidence on its own: node3 was
+// killed once caught up; its join failed with a *etcdmember.StalledError
+// whose last reading could not reach it, after etcdmember had reported it
+// unreachable; the member list afterwards shows it removed or a learner,
+// never a voter; a write through the remaining voters succeeded.
+func checkDeadLearner(t *testing.T, res *Result) {
+	t.Helper()
+	ev := res.DeadLearner
+	if ev == nil {
+		t.Fatal("no dead-learner evidence")
+	}
+	if ev.Node != "node3" || ev.ID == 0 || ev.CaughtUp < ev.Target || ev.Target == 0 {
+		t.Errorf("killed %s (%x) at applied index %d, voter's %d: want node3, caught up", ev.Node, ev.ID, ev.CaughtUp, ev.Target)
+	}
+	var stalled *etcdmember.StalledError
+	if !errors.As(ev.JoinErr, &stalled) || !errors.Is(ev.JoinErr, etcdmember.ErrLearnerStalled) {
+		t.Fatalf("join error %v, want a *etcdmember.StalledError", ev.JoinErr)
+	}
+	if stalled.Progress.ID != ev.ID || stalled.Progress.Reachable || !stalled.Progress.Started || !ev.Unreachable {
+		t.Errorf("stalled reading %+v (unreachable reported: %v), want member %x started and unreachable", stalled.Progress, ev.Unreachable, ev.ID)
+	}
+	if ev.InList && !ev.IsLearner {
+		t.Errorf("member %x is a voter after the join", ev.ID)
+	}
+	if ev.InList != !ev.CleanedUp {
+		t.Errorf("member %x in the list: %v, join says cleaned up: %v", ev.ID, ev.InList, ev.CleanedUp)
+	}
+	if ev.WriteErr != nil {
+		t.Errorf("write through the remaining voters: %v", ev.WriteErr)
+	}
+	for _, e := range res.Events {
+		if e.Node == "node3" && e.Step == "etcd join" && e.Outcome == "ok" {
+			t.Errorf("node3's join reported ok: %s", e.Detail)
+		}
+	}
+}
+
 func TestRunRejectsBadConfig(t *testing.T) {
-	for _, cfg := range []Config{{Members: 0}, {Members: 3, Fault: "nope"}, {Members: 1, Fault: FaultPromoteReplyLost}} {
+	for _, cfg := range []Config{{Members: 0}, {Members: 3, Fault: "nope"}, {Members: 1, Fault: FaultPromoteReplyLost}, {Members: 1, Fault: FaultDeadLearner}} {
 		if _, err := Run(context.Background(), cfg); err == nil {
 			t.Errorf("Run(%+v) succeeded, want a configuration error", cfg)
 		}

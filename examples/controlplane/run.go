@@ -25,10 +25,11 @@ const (
 	FaultCalicoRace       = "calico-race"
 	FaultIngressUpgrade   = "ingress-upgrade"
 	FaultBadChart         = "bad-chart"
+	FaultDeadLearner      = "dead-learner"
 )
 
 // Faults lists every valid --fault value.
-var Faults = []string{FaultPromoteReplyLost, FaultAPIServerRestart, FaultEmptyAddresses, FaultCalicoRace, FaultIngressUpgrade, FaultBadChart}
+var Faults = []string{FaultPromoteReplyLost, FaultAPIServerRestart, FaultEmptyAddresses, FaultCalicoRace, FaultIngressUpgrade, FaultBadChart, FaultDeadLearner}
 
 // FaultHelp says what each fault replays and what absorbing it looks like.
 var FaultHelp = map[string]string{
@@ -40,6 +41,8 @@ var FaultHelp = map[string]string{
 		"(rke2 #7652's upgrade): install Job complete → default backend rolled out → controller rolled out, no old pod left → webhook serving → Ingresses applied, checked from the cluster and the webhook's own log",
 	FaultBadChart: "as ingress-upgrade, but the v2 install Job fails every attempt (rke2 #7652's trigger, backoffLimit 1000); the upgrade stops on its second failure " +
 		"with an error naming the Job, not at the 5-minute timeout, and nothing after it runs: v1 keeps serving",
+	FaultDeadLearner: "the last joining node's etcd is killed right after it caught up; the join does not promote it, reports it stalled and unreachable " +
+		"(stall timeout 3 s) and removes it; the member list shows it gone or still a learner, and a write through the remaining voters succeeds",
 }
 
 // Config is what the flags set.
@@ -59,7 +62,8 @@ type Config struct {
 
 // Result is the end state of a run, for the summary and for tests.
 type Result struct {
-	// Voters is the number of voting etcd members at the end.
+	// Voters is the number of voting etcd members at the end: Members, or
+	// one fewer under dead-learner.
 	Voters int
 	// Learners is the number of learners left at the end (0 on success).
 	Learners int
@@ -80,14 +84,16 @@ type Result struct {
 	// bad-chart, which the demo absorbs.
 	AddOnInstall, AddOnUpgrade *ingress.Result
 	AddOnErr                   error
+	// DeadLearner is the dead-learner fault's evidence (nil otherwise).
+	DeadLearner *DeadLearner
 }
 
 func (c Config) validate() error {
 	if c.Members < 1 {
 		return fmt.Errorf("--members must be at least 1, got %d", c.Members)
 	}
-	if c.Fault == FaultPromoteReplyLost && c.Members < 2 {
-		return fmt.Errorf("--fault %s needs --members of at least 2 (a learner to promote)", c.Fault)
+	if (c.Fault == FaultPromoteReplyLost || c.Fault == FaultDeadLearner) && c.Members < 2 {
+		return fmt.Errorf("--fault %s needs --members of at least 2 (a learner to join)", c.Fault)
 	}
 	if c.Fault == FaultNone {
 		return nil
