@@ -36,12 +36,12 @@ test:
 # supported Kubernetes version (node components included: nodes always run
 # the apiserver's version).
 test-compat:
-	@set -e; for v in $(COMPAT_VERSIONS); do \
+	@status=0; for v in $(COMPAT_VERSIONS); do \
 		echo "== Kubernetes $$v: $(APISERVER_PKGS)"; \
 		( unset $(BINARY_VARS); \
 		env="$$(KUBEBOOT_KUBERNETES_VERSION=$$v $(BINARIES))" && echo "$$env" && eval "$$env" && \
-		$(GO) test -race -count=1 -timeout 30m $(TEST_FLAGS) $(APISERVER_PKGS) ); \
-	done
+		$(GO) test -race -count=1 -timeout 30m $(TEST_FLAGS) $(APISERVER_PKGS) ) || status=1; \
+	done; exit $$status
 
 # test-etcd37 runs the etcd-facing acceptance tests with every etcd member an
 # etcd $(ETCD_VERSION) process instead of the embedded v3.6 server.
