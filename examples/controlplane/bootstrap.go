@@ -235,7 +235,7 @@ func (d *demo) observe(e hooks.Event, f *faultState) {
 		detail = fmt.Sprintf("attempt %d: %v; retry in %s", e.Attempt, e.Err, e.Delay.Round(time.Millisecond))
 	case hooks.EventFailed, hooks.EventSkipped, hooks.EventCanceled:
 		detail = fmt.Sprint(e.Err)
-	case hooks.EventStarted:
+	case hooks.EventStarted, hooks.EventGateWaiting:
 		detail = fmt.Sprintf("attempt %d", e.Attempt)
 	}
 	d.tl.RecordAt(e.Time, "hooks", "hook "+e.Hook, e.Kind.String(), detail)
