@@ -31,10 +31,20 @@
 // retry loop to the deadline.
 //
 // Safety over progress: no MemberPromote is ever sent for a learner that
-// did not answer a status request on its own client URL, and was caught
-// up by that reading, in the same attempt. etcd's own check compares raft
-// indices only, so a learner that caught up and then died would be
-// promoted, and a one-voter cluster would lose its quorum.
+// has not shown, in the same attempt, that it is receiving raft entries
+// now. It must answer a status request on its own client URL close to the
+// leader's index; then the Manager creates a fresh raft entry (a lease
+// with a 5 s TTL, granted and at once revoked), reads the leader's raft
+// index after it, and the learner's applied index, read on its own client
+// URL, must reach that index within the RPC timeout. etcd's own check
+// compares raft indices only, so a learner that caught up and then died
+// would be promoted — and so would one whose raft links to the leader are
+// cut while its client URL still answers (in an idle cluster it sits at
+// the leader's own index; in a busy one within 90 % of it) — and a
+// one-voter cluster would lose its quorum. Such a learner is "not ready"
+// (unreachable, or not replicating) and, after the stall timeout,
+// stalled; it is never promoted. The check costs a promotion two raft
+// entries and a few status requests (about a millisecond on loopback).
 //
 // Joins at the same moment do not wait out etcd's timeouts: etcd drops a
 // membership change proposed while another is pending and never answers
@@ -86,7 +96,13 @@
 // The package talks to etcd only, never to the Kubernetes apiserver, so it
 // needs no RBAC rules. With etcd authentication enabled, membership
 // changes (MemberAdd, MemberPromote, MemberRemove, MoveLeader) require the
-// root role; MemberList and Status need an authenticated user. With mutual
+// root role; MemberList and Status need an authenticated user. Promote,
+// Join and PromoteReady also send LeaseGrant and LeaseRevoke for the
+// replication check before a promotion; etcd checks no role for those (the
+// lease is attached to no key), only that a token sent is valid, so the
+// root user a promotion needs anyway suffices. A LeaseGrant refused for a
+// permanent reason (e.g. permission denied by a proxy or fork that checks
+// one) fails the call with that error: nothing is promoted unchecked. With mutual
 // TLS, the client's certificate must be accepted by every member's client
 // URL, because progress and health are read from each member directly
 // (Maintenance.Status dials each member's advertised client URL with the

@@ -78,7 +78,10 @@ func (e *ConflictError) Unwrap() error { return ErrConflict }
 // StalledError is the error of Promote, WaitStarted and Join when a learner
 // made no progress for the stall timeout (WithStallTimeout) — including a
 // learner that did not answer a status request on its client URL
-// (unreachable) for that long. errors.Is(err, ErrLearnerStalled) holds.
+// (unreachable) for that long, and one that answered but is not receiving
+// raft entries (its applied index stands still; the message says "not
+// replicating" when the last reading's replication check showed it, see
+// Progress.NotReplicating). errors.Is(err, ErrLearnerStalled) holds.
 type StalledError struct {
 	// Progress is the last reading: the learner's and the leader's raft
 	// applied indices (each with whether it could be read at all) and how

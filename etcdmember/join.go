@@ -66,9 +66,10 @@ type JoinResult struct {
 // until the member is a voter or the flow fails; each step is idempotent,
 // so Join can be re-run after a crash (an existing member is reused, and
 // one that is already a voter ends in success). The promotion is
-// Promote's: the learner is promoted only once it has answered on its own
-// client URL and caught up in the same attempt, never while it is
-// unreachable.
+// Promote's: the learner is promoted only once, in the same attempt, it
+// has answered on its own client URL and applied a raft entry created in
+// that attempt (it is receiving raft entries now), never while it is
+// unreachable or not replicating.
 //
 // Members that join at the same time start one after the other, in
 // member ID order: before calling start, Join waits until every member

@@ -49,6 +49,8 @@ const (
 	rpcMemberRemove  = "/etcdserverpb.Cluster/MemberRemove"
 	rpcStatus        = "/etcdserverpb.Maintenance/Status"
 	rpcMoveLeader    = "/etcdserverpb.Maintenance/MoveLeader"
+	rpcLeaseGrant    = "/etcdserverpb.Lease/LeaseGrant"
+	rpcLeaseRevoke   = "/etcdserverpb.Lease/LeaseRevoke"
 )
 
 // rpcCounter counts the unary RPCs a client sends, by method. It sits

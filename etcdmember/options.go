@@ -83,7 +83,9 @@ func WithBackoff(newBackOff func() backoff.BackOff) Option {
 }
 
 // WithRPCTimeout bounds every single RPC (default DefaultRPCTimeout;
-// status probes of single members use at most one second). An RPC that
+// status probes of single members use at most one second), and how long
+// the replication check before a promotion waits for the learner to apply
+// the check's raft entry (see Progress.CaughtUp). An RPC that
 // times out is not taken as a failure of the change it carried: the member
 // list is read again and decides. A membership change whose reply is slow
 // is also checked against the member list while it waits (see AddLearner,
@@ -119,8 +121,9 @@ func WithLogger(l logr.Logger) Option {
 // applied index does not advance, or it does not start — before Promote,
 // WaitStarted and Join give up with ErrLearnerStalled, and PromoteReady
 // reports it as stalled (default DefaultStallTimeout). A learner whose
-// client URL cannot be reached counts as making no progress. A learner
-// that has caught up with the leader is never stalled. d must be positive.
+// client URL cannot be reached, or that answers but is not receiving raft
+// entries, counts as making no progress. A reading that shows the learner
+// caught up (Progress.CaughtUp) is never a stall. d must be positive.
 func WithStallTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {

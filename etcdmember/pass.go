@@ -22,9 +22,14 @@ type PassReport struct {
 	// status request on their own client URLs in this pass; they were not
 	// promoted (their Progress in Learners says why).
 	Unreachable []uint64
+	// NotReplicating lists the started learners that answered on their
+	// own client URLs but did not apply a raft entry created in this pass
+	// within the RPC timeout (Progress.NotReplicating): they are not
+	// receiving raft entries from the leader, and were not promoted.
+	NotReplicating []uint64
 	// Stalled lists the learners that made no progress for the stall
-	// timeout (WithStallTimeout) and have not caught up, unreachable ones
-	// included.
+	// timeout (WithStallTimeout) and have not caught up, unreachable and
+	// not replicating ones included.
 	Stalled []uint64
 	// Removed lists the stalled learners this pass removed
 	// (WithEvictStalledAfter).
@@ -34,31 +39,43 @@ type PassReport struct {
 // PromoteReady is one leader-side pass, the way k3s and k0s promote
 // learners: it reads the member list, reads the leader's progress and
 // every learner's on its own client URL, and promotes the learners that
-// have started, answered that status request in this pass and caught up
-// with the leader (Progress.CaughtUp) — at most one per pass by default
-// (WithMaxPromotionsPerPass). A learner that does not answer is never
-// promoted, however far it had got before (a dead learner promoted would
-// cost the cluster a voter's worth of fault tolerance, or its quorum): it
-// is listed in PassReport.Unreachable and, after the stall timeout, in
-// Stalled. It reports
-// learners that made no progress for the stall timeout and, with
-// WithEvictStalledAfter, removes those stalled for longer than that. It
-// never decides from an RPC error: a promote that failed ambiguously is
-// decided by the next pass's member list. A MemberPromote not answered
-// within 100 ms is checked against the member list every 50 ms while the
-// pass waits: a list that shows the learner promoted ends the wait with
-// the learner in Promoted; one that shows another membership change
-// applied and not this one (etcd drops a change proposed while another is
-// pending, and never answers it) ends the wait and leaves the learner to
-// the next pass.
+// have started and shown in this pass that they receive raft entries now
+// (Progress.CaughtUp) — at most one per pass by default
+// (WithMaxPromotionsPerPass). A learner whose applied index is close to
+// the leader's (within etcd's readiness threshold, 90 %, or at most 1,000
+// entries behind), while the pass may still promote, goes through the
+// replication check: the pass creates a fresh raft entry (it grants a
+// lease with a 5 s TTL through a voter and revokes it at once), reads the
+// leader's raft index after it, and reads the learner's status on its own
+// client URL until its applied index reaches that index, for at most the
+// RPC timeout (WithRPCTimeout). A
+// learner that does not answer is never promoted, however far it had got
+// before (a dead learner promoted would cost the cluster a voter's worth
+// of fault tolerance, or its quorum): it is listed in
+// PassReport.Unreachable. Nor is one that answers but does not reach the
+// index (its raft links to the leader cut while its client URL answers;
+// in an idle cluster it sits at the leader's own index): it is listed in
+// PassReport.NotReplicating. Either is listed in Stalled too after the
+// stall timeout. It reports learners that made no progress for the stall
+// timeout and, with WithEvictStalledAfter, removes those stalled for
+// longer than that. It never decides from an RPC error: a promote that
+// failed ambiguously is decided by the next pass's member list. A
+// MemberPromote not answered within 100 ms is checked against the member
+// list every 50 ms while the pass waits: a list that shows the learner
+// promoted ends the wait with the learner in Promoted; one that shows
+// another membership change applied and not this one (etcd drops a change
+// proposed while another is pending, and never answers it) ends the wait
+// and leaves the learner to the next pass.
 //
 // Callers run it periodically (a ticker) or on membership events, from one
 // place (e.g. the leader-elected controller). The Manager remembers, across
 // passes, when each learner last made progress. It blocks for one pass.
 // The returned error is non-nil when the member list could not be read
 // (then the report is empty) or when some learner's promotion or removal
-// failed (the report still holds the rest, and the error names each
-// learner); when ctx ends it wraps ctx.Err(). A panic in an observer
+// failed, or its replication check's LeaseGrant was refused for a
+// permanent reason such as permission denied (the report still holds the
+// rest, and the error names each learner); when ctx ends it wraps
+// ctx.Err(). A panic in an observer
 // (logger, WithProgress callback) is reported as WithLogger says. Safe
 // for concurrent use.
 func (m *Manager) PromoteReady(ctx context.Context) (_ PassReport, err error) {
@@ -101,12 +118,23 @@ func (c *call) promoteReady(ctx context.Context) (PassReport, error) {
 		}
 		p, _ := c.learnerStatus(ctx, l)
 		p.setLeader(leaderID, leaderApplied, leaderErr)
+		if len(rep.Promoted) < m.opt.maxPerPass && p.nearLeader() {
+			// A candidate: it must show that it receives raft entries now.
+			if err := c.checkReplication(ctx, members, l, &p); err != nil {
+				errs = append(errs, err) // names the learner
+			}
+		}
 		m.observeStall(&p, time.Now())
 		c.report(p)
 		rep.Learners = append(rep.Learners, p)
 		if p.Unreachable() {
 			rep.Unreachable = append(rep.Unreachable, l.ID)
 			log.Info("learner unreachable; not promoting it", "id", hex(l.ID), "name", l.Name, "err", p.Err)
+		}
+		if p.NotReplicating() {
+			rep.NotReplicating = append(rep.NotReplicating, l.ID)
+			log.Info("learner answers but is not receiving raft entries; not promoting it", "id", hex(l.ID), "name", l.Name,
+				"learnerApplied", p.LearnerApplied, "replicationIndex", p.ReplicationIndex)
 		}
 
 		if stalled(p, m.opt.stallTimeout) {

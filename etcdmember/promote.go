@@ -35,17 +35,29 @@ type PromoteResult struct {
 // that is not there is ErrMemberNotFound at once; a member that is no
 // longer a learner is success (AlreadyVoter when that was the first list).
 // Otherwise it reads the learner's progress, and sends MemberPromote only
-// when, in that same attempt, the learner has answered a status request
-// on its own client URL and its raft applied index is within etcd's
-// readiness threshold (90 %) of the leader's, read from the leader then
-// too (Progress.CaughtUp). A learner that has not started, is behind, or
-// does not answer — a learner that died is unreachable, and etcd's own
-// check, which compares raft indices only, would let it be promoted and
-// the cluster lose its quorum — is never promoted: Promote waits with
-// backoff (WithProgress reports each reading), resets the backoff whenever
-// the learner advances, and gives up with a *StalledError
-// (ErrLearnerStalled) naming the learner (and saying "unreachable" when it
-// did not answer) when it made no progress for the stall timeout.
+// when, in that same attempt, the learner has shown that it receives raft
+// entries now (Progress.CaughtUp): it answered a status request on its
+// own client URL with a raft applied index close to the leader's (within
+// etcd's readiness threshold, 90 %, or at most 1,000 entries behind),
+// read from the leader then too; then
+// Promote created a fresh raft entry (it grants a lease with a 5 s TTL
+// through a voter and revokes it at once), read the leader's raft index
+// after it, and the learner's applied index, read again on its own client
+// URL, reached that index within the RPC timeout (WithRPCTimeout). A
+// learner that has not started, is behind, does not answer, or answers
+// but does not receive raft entries — one that died, or whose raft links
+// to the leader are cut while its client URL answers (in an idle cluster
+// such a learner sits at the leader's own index; etcd's own check, which
+// compares raft indices only, would let it be promoted and the cluster
+// lose its quorum) — is never promoted: Promote waits with backoff
+// (WithProgress reports each reading), resets the backoff whenever the
+// learner advances, and gives up with a *StalledError (ErrLearnerStalled)
+// naming the learner when it made no progress for the stall timeout; the
+// error says "unreachable" when the last reading got no answer, and "not
+// replicating" when the learner answered but did not reach the index. An
+// attempt whose learner does not replicate takes up to the RPC timeout
+// for the check. A LeaseGrant refused for a permanent reason (e.g.
+// permission denied) ends Promote with that error.
 //
 // An error reply to MemberPromote is never taken as the outcome: it reads
 // the member list again and decides from that — so a promote that
@@ -118,7 +130,8 @@ func (c *call) promote(ctx context.Context, id uint64) (PromoteResult, error) {
 		}
 
 		// This attempt's own reading decides: no MemberPromote unless the
-		// learner answered on its own client URL and is caught up.
+		// learner answered on its own client URL and applied a raft entry
+		// created in this attempt.
 		p, err := c.observe(ctx, members, mem, clock, b, &res)
 		if err != nil {
 			return res, err
@@ -126,7 +139,8 @@ func (c *call) promote(ctx context.Context, id uint64) (PromoteResult, error) {
 		if !p.CaughtUp() {
 			pending = p.pending()
 			log.info(progressState(p), "learner not ready yet", "started", p.Started, "reachable", p.Reachable,
-				"learnerApplied", p.LearnerApplied, "leaderKnown", p.LeaderKnown, "leaderApplied", p.LeaderApplied, "err", p.Err)
+				"learnerApplied", p.LearnerApplied, "leaderKnown", p.LeaderKnown, "leaderApplied", p.LeaderApplied,
+				"replicationChecked", p.ReplicationChecked, "replicationIndex", p.ReplicationIndex, "err", p.Err)
 			if err := c.wait(ctx, b, what, pending); err != nil {
 				return res, err
 			}
@@ -187,6 +201,11 @@ func (c *call) observe(ctx context.Context, members []Member, learner Member, cl
 	var p Progress
 	if learner.Started() {
 		p = c.progress(ctx, members, learner)
+		if p.nearLeader() {
+			if err := c.checkReplication(ctx, members, learner, &p); err != nil {
+				return p, err
+			}
+		}
 	} else {
 		p = Progress{ID: learner.ID, Name: learner.Name}
 	}
@@ -212,7 +231,7 @@ func (c *call) observe(ctx context.Context, members []Member, learner Member, cl
 // catches up, or its status becomes readable or unreadable — not with
 // every index.
 func progressState(p Progress) string {
-	return fmt.Sprintf("progress started=%t reachable=%t leader=%t caughtUp=%t", p.Started, p.Reachable, p.LeaderKnown, p.CaughtUp())
+	return fmt.Sprintf("progress started=%t reachable=%t leader=%t checked=%t caughtUp=%t", p.Started, p.Reachable, p.LeaderKnown, p.ReplicationChecked, p.CaughtUp())
 }
 
 // WaitStarted blocks until the member id has started and joined — its
