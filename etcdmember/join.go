@@ -282,6 +282,6 @@ func (c *call) sleep(ctx context.Context, d time.Duration, what, pending string)
 	case <-ctx.Done():
 		return canceled(ctx, what, pending)
 	case <-c.m.cl.Ctx().Done():
-		return fmt.Errorf("etcdmember: %s: etcd client closed; still %s", what, pending)
+		return fmt.Errorf("etcdmember: %s: %w; still %s", what, ErrClientClosed, pending)
 	}
 }
