@@ -68,14 +68,16 @@ func invalidInput(format string, args ...any) error {
 // MalformedValueError describes one value a source could not use, or could
 // use only in part: bad JSON, a key whose last element is not a valid
 // server ID, a record with a bad address, a legacy address list with
-// invalid entries, or an EndpointSlice without a usable port or with
-// invalid endpoint addresses. What is unusable is skipped; every other
-// address, and the last good address of the same key, is kept. Watchers
-// pass these errors to the WithErrorHandler function and log them, once
-// per value: a value with many bad entries is one error (Count says how
-// many), and a value seen again unchanged (a re-list after a compaction
-// or an outage, another event on an EndpointSlice that did not change) is
-// not reported again.
+// invalid entries, an EndpointSlice without a usable port or with invalid
+// endpoint addresses; or a key under a LegacyKeyWriter's election prefix
+// that is not a candidate's (see LegacyWriterElectionPrefix). What is
+// unusable is skipped; every other address, and the last good address of
+// the same key, is kept. Watchers and LegacyKeyWriters pass these errors
+// to the WithErrorHandler function and log them, once per value: a value
+// with many bad entries is one error (Count says how many), and a value
+// seen again unchanged (a re-list after a compaction or an outage,
+// another event on an EndpointSlice that did not change, another scan of
+// the election) is not reported again.
 type MalformedValueError struct {
 	// Key names where the value was found: the etcd key, or
 	// "EndpointSlice default/<name>".

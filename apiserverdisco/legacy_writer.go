@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -19,6 +20,16 @@ import (
 // that candidate's lease and holding its id — the layout of
 // concurrency.NewElection(session, LegacyWriterElectionPrefix+p), so
 // Election.Leader and Observe on that name show which node writes.
+//
+// A key there is a candidate only if it is attached to a lease, is named
+// by that lease's ID in hex, and holds a valid ID: anything else can
+// never go away by itself, or was not written by a campaign. LegacyKey
+// writers ignore such keys, so garbage there never stalls the election;
+// each is reported once (a *MalformedValueError naming the key, through
+// WithErrorHandler and the logger) until it changes. Delete them:
+// concurrency's Election.Leader and Observe do not ignore them. A leader
+// whose own key stops being a candidate's (deleted, or put over by
+// someone else) stops leading at once.
 const LegacyWriterElectionPrefix = "/kubeboot/apiaddresses-writer/"
 
 // ErrLegacyKeyOverwritten is wrapped by the error a LegacyKeyWriter
@@ -47,7 +58,10 @@ var ErrLegacyKeyOverwritten = errors.New("apiserverdisco: the legacy apiaddresse
 // (go.etcd.io/etcd/client/v3/concurrency, under
 // LegacyWriterElectionPrefix), each on a lease of its own (WithTTL, default
 // DefaultTTL), and only the leader writes, each write a transaction that
-// succeeds only while its election key still exists. When the leader
+// succeeds only while its election key is still its own (not deleted, not
+// put over by someone else); a leader whose key changes stops leading at
+// once. Keys under the election prefix that no campaign wrote are
+// ignored and reported (see LegacyWriterElectionPrefix). When the leader
 // closes, it resigns and the next candidate takes over at once; when it
 // dies or is cut off, its lease expires within the TTL and the next takes
 // over then, while the old one can no longer write.
@@ -79,6 +93,8 @@ type LegacyKeyWriter struct {
 	err     error
 
 	closeOnce sync.Once
+
+	garbage map[string]int64 // election keys reported as not a candidate's → their ModRevision; used by run's goroutine only
 }
 
 // StartLegacyKeyWriter starts a LegacyKeyWriter for program ("k3s" or
@@ -148,6 +164,7 @@ func StartLegacyKeyWriter(ctx context.Context, client *clientv3.Client, program,
 		cleanup:  context.WithoutCancel(ctx),
 		cancel:   cancel,
 		done:     make(chan struct{}),
+		garbage:  map[string]int64{},
 	}
 	go lw.run(wctx)
 	return lw, nil
@@ -321,7 +338,7 @@ func (lw *LegacyKeyWriter) term(ctx context.Context) (led bool, err error) {
 	}
 	lw.setLeader(true)
 	lw.log.Info("leading: this node writes the legacy key", "election", lw.election)
-	err = lw.lead(tctx, e)
+	err = lw.lead(tctx, e, s.Lease())
 	lw.setLeader(false)
 	rctx, rcancel := context.WithTimeout(lw.cleanup, lw.o.requestTimeout)
 	defer rcancel()
@@ -360,24 +377,66 @@ func (lw *LegacyKeyWriter) campaign(ctx context.Context, s *concurrency.Session)
 	}
 	for {
 		// The newest candidate older than this one leads or waits before
-		// it; once none is left, this one leads.
+		// it; once none is left, this one leads. Keys that are not a
+		// candidate's are reported and skipped.
 		rctx, cancel := context.WithTimeout(ctx, lw.o.requestTimeout)
-		g, err := lw.client.Get(rctx, lw.election, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(myRev-1))...)
+		g, err := lw.client.Get(rctx, lw.election, clientv3.WithPrefix(),
+			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithMaxCreateRev(myRev-1))
 		cancel()
 		if err != nil {
 			return nil, err
 		}
-		if len(g.Kvs) == 0 {
+		var before *mvccpb.KeyValue
+		for _, kv := range g.Kvs {
+			if why := lw.notCandidate(kv); why != "" {
+				lw.reportGarbage(kv, why)
+				continue
+			}
+			before = kv
+			break
+		}
+		if before == nil {
 			return concurrency.ResumeElection(s, lw.election, key, myRev), nil
 		}
-		if err := lw.awaitDelete(ctx, string(g.Kvs[0].Key), g.Header.Revision); err != nil {
+		lw.log.V(1).Info("waiting for the candidate before this one", "candidate", string(before.Key), "candidateID", cut(string(before.Value)))
+		if err := lw.awaitGone(ctx, string(before.Key), g.Header.Revision); err != nil {
 			return nil, err
 		}
 	}
 }
 
-// awaitDelete waits until key is deleted after revision rev, or ctx ends.
-func (lw *LegacyKeyWriter) awaitDelete(ctx context.Context, key string, rev int64) error {
+// notCandidate says why kv, a key under the election prefix, is not a
+// candidate's, or "" if it is one: attached to a lease, named by that
+// lease's ID in hex (as concurrency.Election.Campaign names it), and
+// holding a valid ID.
+func (lw *LegacyKeyWriter) notCandidate(kv *mvccpb.KeyValue) string {
+	switch {
+	case kv.Lease == 0:
+		return "it is attached to no lease, so it would never expire"
+	case string(kv.Key) != fmt.Sprintf("%s%x", lw.election, kv.Lease):
+		return fmt.Sprintf("its name is not its lease's ID (%x)", kv.Lease)
+	case validateID(string(kv.Value)) != nil:
+		return fmt.Sprintf("its value is not a valid ID: %v", validateID(string(kv.Value)))
+	}
+	return ""
+}
+
+// reportGarbage reports a key under the election prefix that is not a
+// candidate's, once per version of the key.
+func (lw *LegacyKeyWriter) reportGarbage(kv *mvccpb.KeyValue, why string) {
+	key := string(kv.Key)
+	if lw.garbage[key] == kv.ModRevision {
+		return
+	}
+	lw.garbage[key] = kv.ModRevision
+	err := newMalformed(key, kv.Value, fmt.Errorf("not a candidate of the LegacyKeyWriter election: %s; ignored (delete it)", why))
+	lw.o.rep.problem(err, "ignoring a key under the election prefix that is not a candidate's", "key", key)
+}
+
+// awaitGone waits until key, a candidate's election key, is deleted after
+// revision rev or stops being a candidate's (put over by someone else:
+// the caller's next scan reports it), or ctx ends.
+func (lw *LegacyKeyWriter) awaitGone(ctx context.Context, key string, rev int64) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	for resp := range lw.client.Watch(wctx, key, clientv3.WithRev(rev+1)) {
@@ -385,7 +444,7 @@ func (lw *LegacyKeyWriter) awaitDelete(ctx context.Context, key string, rev int6
 			return err
 		}
 		for _, ev := range resp.Events {
-			if ev.Type == clientv3.EventTypeDelete {
+			if ev.Type == clientv3.EventTypeDelete || lw.notCandidate(ev.Kv) != "" {
 				return nil
 			}
 		}
@@ -406,15 +465,16 @@ func (lw *LegacyKeyWriter) revoke(id clientv3.LeaseID) {
 	}
 }
 
-// errNotLeader ends a term whose election key is gone.
-var errNotLeader = errors.New("the election key is gone: no longer the leader")
+// errNotLeader ends a term whose election key is gone or is no longer
+// this writer's candidate key.
+var errNotLeader = errors.New("the election key is gone or was put over by someone else: no longer the leader")
 
 // lead keeps the key equal to the watcher's set while this writer leads:
 // it reads the key, follows it with a watch, and writes whenever the set
 // (non-empty) and the key differ. It returns when ctx ends (the term is
-// over), when a write finds the election key gone, or when the watcher
-// stops.
-func (lw *LegacyKeyWriter) lead(ctx context.Context, e *concurrency.Election) error {
+// over), when its own election key is deleted or put over (seen by a
+// watch, or by a write that finds it so), or when the watcher stops.
+func (lw *LegacyKeyWriter) lead(ctx context.Context, e *concurrency.Election, lease clientv3.LeaseID) error {
 	have, rev, err := lw.read(ctx)
 	if err != nil {
 		return err
@@ -422,6 +482,9 @@ func (lw *LegacyKeyWriter) lead(ctx context.Context, e *concurrency.Election) er
 	wctx, wcancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer wcancel()
 	wch := lw.client.Watch(wctx, lw.key, clientv3.WithRev(rev+1))
+	// The election key, from its creation on: any change to it ends the
+	// term.
+	ech := lw.client.Watch(wctx, e.Key(), clientv3.WithRev(e.Rev()+1))
 	b := newRetrier(lw.o.newBackoff, lw.o.rep.panicked)
 	var retry *time.Timer
 	var retryC <-chan time.Time
@@ -447,7 +510,7 @@ func (lw *LegacyKeyWriter) lead(ctx context.Context, e *concurrency.Election) er
 		if want := snap.Addresses; len(want) > 0 && retryC == nil {
 			value := encodeLegacy(want)
 			if !bytes.Equal(value, have) {
-				wrev, err := lw.write(ctx, e, value)
+				wrev, err := lw.write(ctx, e, lease, value)
 				switch {
 				case errors.Is(err, errNotLeader):
 					return err
@@ -476,6 +539,24 @@ func (lw *LegacyKeyWriter) lead(ctx context.Context, e *concurrency.Election) er
 			b.reset()
 		case <-retryC:
 			retryC = nil
+		case resp, ok := <-ech:
+			if !ok || resp.Err() != nil || resp.Canceled {
+				if ctx.Err() != nil {
+					return nil
+				}
+				// Compacted or cut off: read the key, then watch on.
+				erev, err := lw.checkOwnKey(ctx, e, lease)
+				if err != nil {
+					return err
+				}
+				ech = lw.client.Watch(wctx, e.Key(), clientv3.WithRev(erev+1))
+				continue
+			}
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypeDelete || !lw.ownKey(ev.Kv, e, lease) {
+					return errNotLeader
+				}
+			}
 		case resp, ok := <-wch:
 			if !ok || resp.Err() != nil || resp.Canceled {
 				if ctx.Err() != nil {
@@ -521,12 +602,37 @@ func (lw *LegacyKeyWriter) read(ctx context.Context) ([]byte, int64, error) {
 	return resp.Kvs[0].Value, resp.Header.Revision, nil
 }
 
-// write puts value only while this writer's election key exists.
-func (lw *LegacyKeyWriter) write(ctx context.Context, e *concurrency.Election, value []byte) (int64, error) {
+// ownKey reports whether kv is still this writer's candidate key: the
+// same creation, attached to its lease, holding its id. Any other writer
+// takes a key that is not for garbage (see notCandidate).
+func (lw *LegacyKeyWriter) ownKey(kv *mvccpb.KeyValue, e *concurrency.Election, lease clientv3.LeaseID) bool {
+	return kv.CreateRevision == e.Rev() && kv.Lease == int64(lease) && string(kv.Value) == lw.id
+}
+
+// checkOwnKey reads the election key: errNotLeader if it is no longer this
+// writer's, else the revision read.
+func (lw *LegacyKeyWriter) checkOwnKey(ctx context.Context, e *concurrency.Election, lease clientv3.LeaseID) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, lw.o.requestTimeout)
+	defer cancel()
+	resp, err := lw.client.Get(ctx, e.Key())
+	if err != nil {
+		return 0, fmt.Errorf("read the election key %q: %w", e.Key(), err)
+	}
+	if len(resp.Kvs) == 0 || !lw.ownKey(resp.Kvs[0], e, lease) {
+		return 0, errNotLeader
+	}
+	return resp.Header.Revision, nil
+}
+
+// write puts value only while this writer's election key is still its
+// candidate key (see ownKey).
+func (lw *LegacyKeyWriter) write(ctx context.Context, e *concurrency.Election, lease clientv3.LeaseID, value []byte) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, lw.o.requestTimeout)
 	defer cancel()
 	resp, err := lw.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(e.Key()), "=", e.Rev())).
+		If(clientv3.Compare(clientv3.CreateRevision(e.Key()), "=", e.Rev()),
+			clientv3.Compare(clientv3.LeaseValue(e.Key()), "=", lease),
+			clientv3.Compare(clientv3.Value(e.Key()), "=", lw.id)).
 		Then(clientv3.OpPut(lw.key, string(value))).
 		Commit()
 	if err != nil {
