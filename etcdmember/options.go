@@ -183,8 +183,10 @@ func WithMaxPromotionsPerPass(n int) Option {
 // while it stayed behind the leader's (both indices read) — not ones whose
 // client URL cannot be reached from here, nor ones whose leader's index
 // could not be read (an idle cluster gives a learner nothing to apply).
-// Without it, PromoteReady only reports stalled learners. d must be
-// positive.
+// A learner cut off from the leader while its client URL answers falls
+// behind once a replication check (see PromoteReady) has added entries,
+// and then counts as behind. Without it, PromoteReady only reports
+// stalled learners. d must be positive.
 func WithEvictStalledAfter(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {
