@@ -22,10 +22,17 @@ var jobGVR = batchv1.SchemeGroupVersion.WithResource("jobs")
 // While the Job is not complete the reason says how it is doing, and as
 // soon as an attempt fails it says so: "failing: 2 failures (2 failed
 // pods); last: container helm of pod helm-install-x-abcde exited with code
-// 1 (Error)". Failures are the Job's status.failed (or its pods in phase
-// Failed, if more are seen), plus the container restarts of its pods
-// (restartPolicy OnFailure restarts in place, as helm-controller's Jobs
-// do).
+// 1 (Error)". Failures are the Job's status.failed (or its failed pods, if
+// more are seen), plus the container restarts of its pods (restartPolicy
+// OnFailure restarts in place, as helm-controller's Jobs do), plus, in its
+// pods not failed, each container whose latest run ended with a non-zero
+// code and awaits its restart. So each exit counts once, as soon as the
+// pod's status shows it — while the container waits out the kubelet's
+// back-off (CrashLoopBackOff), not only once the kubelet restarts it. A
+// pod that cannot succeed any more (restartPolicy Never and a container
+// that exited non-zero) counts as failed before its phase says Failed. A
+// pod being deleted has its containers killed: its exits not yet restarted
+// count only once its phase says Failed.
 //
 // Final failures, which end Wait at once with a *FailedError naming the
 // Job: the Failed condition (or FailureTarget, which the Job controller
@@ -137,7 +144,11 @@ type failures struct {
 	count      int
 	failedPods int
 	restarts   int
-	last       string
+	// exited counts the containers whose latest run ended non-zero and
+	// is not yet in their RestartCount (the kubelet restarts them, after
+	// its back-off).
+	exited int
+	last   string
 }
 
 func (f failures) String() string {
@@ -147,6 +158,9 @@ func (f failures) String() string {
 	}
 	if f.restarts > 0 {
 		parts = append(parts, plural(f.restarts, "container restart", "container restarts"))
+	}
+	if f.exited > 0 {
+		parts = append(parts, plural(f.exited, "container exit", "container exits")+" awaiting restart")
 	}
 	s := plural(f.count, "failure", "failures") + " (" + strings.Join(parts, ", ") + ")"
 	if f.last != "" {
@@ -162,9 +176,10 @@ func plural(n int, one, many string) string {
 	return fmt.Sprintf("%d %s", n, many)
 }
 
-// jobFailures counts the Job's failures: status.failed or the pods seen in
-// phase Failed, whichever is more, plus every container restart of its
-// pods; and finds the most recent failed container (or failed pod).
+// jobFailures counts the Job's failures: status.failed or the pods seen
+// failed, whichever is more, plus every container restart of its pods and,
+// in the pods not failed, every exit not yet restarted; and finds the most
+// recent failed container (or failed pod).
 func jobFailures(job *batchv1.Job, objs []*unstructured.Unstructured) failures {
 	var f failures
 	podsFailed := 0
@@ -179,19 +194,33 @@ func jobFailures(job *batchv1.Job, objs []*unstructured.Unstructured) failures {
 		if decode(o, &p) != nil || !controlledBy(o, job.UID) {
 			continue
 		}
-		if p.Status.Phase == corev1.PodFailed {
-			podsFailed++
-		}
 		found := false
+		exited, doomed := 0, false
 		statuses := slices.Concat(p.Status.InitContainerStatuses, p.Status.ContainerStatuses)
 		for _, cs := range statuses {
 			f.restarts += int(cs.RestartCount)
+			// A pod being deleted has its containers killed: those exits
+			// are not the Job's failures.
+			if p.DeletionTimestamp == nil && pendingExit(cs) != nil {
+				if restartsOnFailure(&p, cs.Name) {
+					exited++
+				} else {
+					doomed = true
+				}
+			}
 			for _, t := range []*corev1.ContainerStateTerminated{cs.State.Terminated, cs.LastTerminationState.Terminated} {
 				if t != nil && t.ExitCode != 0 {
 					found = true
 					note(t.FinishedAt.Time, exitString(cs.Name, p.Name, t))
 				}
 			}
+		}
+		// A failed pod counts once, whatever exit ended it.
+		switch {
+		case p.Status.Phase == corev1.PodFailed || doomed:
+			podsFailed++
+		default:
+			f.exited += exited
 		}
 		if !found && p.Status.Phase == corev1.PodFailed {
 			what := "pod " + p.Name + " failed"
@@ -209,8 +238,52 @@ func jobFailures(job *batchv1.Job, objs []*unstructured.Unstructured) failures {
 		}
 	}
 	f.failedPods = max(int(job.Status.Failed), podsFailed)
-	f.count = f.failedPods + f.restarts
+	f.count = f.failedPods + f.restarts + f.exited
 	return f
+}
+
+// pendingExit returns the termination of a container's latest run when it
+// ended with a non-zero code that its RestartCount does not count yet, or
+// nil.
+//
+// The kubelet's status for a container describes its latest run: its
+// ContainerID, and RestartCount (the number of runs before it). When that
+// run has ended, State is Terminated with the same ContainerID; during
+// the back-off before the restart, State is Waiting (CrashLoopBackOff, or
+// the error that keeps the next run from being created) and
+// LastTerminationState holds the run's termination, still with the same
+// ContainerID. Once the kubelet has created the next run (even one that
+// then fails to start), ContainerID and RestartCount move on and
+// LastTerminationState is a counted run. A termination the kubelet
+// invents for a container it lost (ContainerStatusUnknown, no
+// ContainerID) comes with RestartCount raised, or with the pod being
+// deleted. So an exit is pending exactly when its ContainerID is the
+// status's own.
+func pendingExit(cs corev1.ContainerStatus) *corev1.ContainerStateTerminated {
+	var t *corev1.ContainerStateTerminated
+	switch {
+	case cs.State.Terminated != nil:
+		t = cs.State.Terminated
+	case cs.State.Waiting != nil:
+		t = cs.LastTerminationState.Terminated
+	}
+	if t == nil || t.ExitCode == 0 || cs.ContainerID == "" || t.ContainerID != cs.ContainerID {
+		return nil
+	}
+	return t
+}
+
+// restartsOnFailure reports whether the kubelet restarts the named
+// container of p after a non-zero exit: the container's own restartPolicy
+// (a sidecar's Always) if it has one, else the pod's (OnFailure and Always
+// restart, Never does not).
+func restartsOnFailure(p *corev1.Pod, name string) bool {
+	for _, c := range slices.Concat(p.Spec.InitContainers, p.Spec.Containers) {
+		if c.Name == name && c.RestartPolicy != nil {
+			return *c.RestartPolicy != corev1.ContainerRestartPolicyNever
+		}
+	}
+	return p.Spec.RestartPolicy != corev1.RestartPolicyNever
 }
 
 // exitString is "container <c> of pod <p> exited with code <n> (<reason>)".

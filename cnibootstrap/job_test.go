@@ -140,3 +140,63 @@ func TestJobRepeatedFailuresReported(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, jobCondition(job, batchv1.JobFailed), "the Job itself has not failed: %+v", job.Status)
 }
+
+// TestJobFailuresCountedAtExit runs an install Job as helm-controller does
+// — restartPolicy OnFailure, so the kubelet restarts the failing container
+// in place, after a back-off from the second exit on — on the real Job
+// controller and kubelets. With FailAfter 2, Wait ends on the second exit
+// as soon as the pod's status shows it, while the container waits out its
+// back-off: the pod's RestartCount is still 1 when Wait has returned (it
+// counts the first exit only), and the message counts the exit awaiting
+// its restart. Counting restarts alone would end the wait one back-off
+// later, with RestartCount 2.
+func TestJobFailuresCountedAtExit(t *testing.T) {
+	env := nodeCluster(t)
+	ns := namespace(t, env.cs)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*guard)
+	defer cancel()
+	const name = "helm-install-rke2-canal"
+	job := installJob(ns, name, 1, 1000)
+	job.Spec.Template.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+	job, err := env.cs.BatchV1().Jobs(ns).Create(ctx, job, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	const failAfter = 2
+	req := cnibootstrap.JobComplete{Namespace: ns, Job: name, FailAfter: failAfter}
+	err = result(t, waitAsync(ctx, mustNew(t, env.clients, req)))
+	require.NoError(t, ctx.Err())
+	var fe *cnibootstrap.FailedError
+	require.ErrorAs(t, err, &fe, "Wait: %v", err)
+	t.Logf("Wait: %v", err)
+
+	pods, err := env.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: batchv1.ControllerUidLabel + "=" + string(job.UID)})
+	require.NoError(t, err)
+	require.Len(t, pods.Items, 1, "restartPolicy OnFailure restarts in place")
+	pod := pods.Items[0]
+	require.Len(t, pod.Status.ContainerStatuses, 1)
+	cs := pod.Status.ContainerStatuses[0]
+	t.Logf("pod %s at Wait's return: restarts %d, state %+v, last %+v", pod.Name, cs.RestartCount, cs.State, cs.LastTerminationState)
+	assert.Less(t, cs.RestartCount, int32(failAfter), "the kubelet had already restarted the container %d times: the exit was counted late", cs.RestartCount)
+	assert.EqualValues(t, failAfter-1, cs.RestartCount, "restarts at Wait's return")
+	// The second exit, not yet restarted: terminated, or waiting out the
+	// back-off with it as its last termination.
+	exited := cs.State.Terminated
+	if cs.State.Waiting != nil {
+		exited = cs.LastTerminationState.Terminated
+	}
+	require.NotNil(t, exited, "the container's second run has ended: %+v", cs.State)
+	assert.EqualValues(t, 1, exited.ExitCode)
+
+	assert.Equal(t, "FailAfter", fe.Reason)
+	assert.Equal(t, name, fe.Name)
+	assert.Contains(t, fe.Message, "2 failures (1 container restart, 1 container exit awaiting restart)")
+	assert.Contains(t, fe.Message, "; last: container helm of pod "+pod.Name+" exited with code 1 (Error)")
+	assert.Contains(t, fe.Message, "(FailAfter 2)")
+}
+
+func mustNew(t testing.TB, c cnibootstrap.Clients, reqs ...cnibootstrap.Requirement) *cnibootstrap.Waiter {
+	t.Helper()
+	w, err := cnibootstrap.New(c, reqs, testBackoff())
+	require.NoError(t, err)
+	return w
+}
