@@ -25,8 +25,9 @@
 // --bad-chart replays the trigger: the v2 install Job fails every attempt
 // (a chart that fails to render, under helm-controller's backoffLimit of
 // 1000, so the Job itself never says Failed). The wait for it ends on the
-// second failure it counts (the kubelet restarts the crashing container
-// after a 10 s back-off), naming the Job and its failures — not at its
+// second failure it counts (the second exit, seen while the kubelet is
+// still backing off before the next restart), naming the Job and its
+// failures — not at its
 // 5-minute timeout — nothing after it runs, and v1 keeps serving. The
 // program then exits 1: the upgrade failed, and says so at once.
 //

@@ -39,7 +39,8 @@ type Snapshot struct {
 	// JobComplete says it has the Complete condition.
 	JobVersion  string
 	JobComplete bool
-	// JobFailures counts its failed pods and container restarts, and
+	// JobFailures counts its failed pods, container restarts and a latest
+	// exit not yet restarted (as cnibootstrap.JobComplete counts), and
 	// JobLastExit is the last non-zero exit code of its containers.
 	JobFailures int
 	JobLastExit int32
@@ -210,6 +211,17 @@ func (a *Addon) job(ctx context.Context, s *Snapshot) error {
 		}
 		for _, cs := range p.Status.ContainerStatuses {
 			s.JobFailures += int(cs.RestartCount)
+			// The latest run's exit is not in RestartCount until the
+			// kubelet starts the next run, after its back-off: count it
+			// from the status that shows it (the run's own ContainerID).
+			t := cs.State.Terminated
+			if cs.State.Waiting != nil {
+				t = cs.LastTerminationState.Terminated
+			}
+			if p.Status.Phase != corev1.PodFailed && p.DeletionTimestamp == nil && t != nil && t.ExitCode != 0 &&
+				cs.ContainerID != "" && t.ContainerID == cs.ContainerID {
+				s.JobFailures++
+			}
 			for _, t := range []*corev1.ContainerStateTerminated{cs.LastTerminationState.Terminated, cs.State.Terminated} {
 				if t != nil && t.ExitCode != 0 {
 					s.JobLastExit = t.ExitCode
