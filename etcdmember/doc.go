@@ -44,7 +44,8 @@
 // one-voter cluster would lose its quorum. Such a learner is "not ready"
 // (unreachable, or not replicating) and, after the stall timeout,
 // stalled; it is never promoted. The check costs a promotion two raft
-// entries and a few status requests (about a millisecond on loopback).
+// entries, a LeaseGrant and a LeaseRevoke, and two or more status
+// requests: a few milliseconds on loopback (BenchmarkPromoteDeadEndpoint).
 //
 // Joins at the same moment do not wait out etcd's timeouts: etcd drops a
 // membership change proposed while another is pending and never answers
