@@ -122,9 +122,12 @@ func TestRemoveRefusesQuorumLoss(t *testing.T) {
 		require.True(t, res.WasLeader)
 		require.True(t, res.LeaderMoved)
 		require.NotEqual(t, leader, res.MovedTo)
-		require.Equal(t, 1, res.Attempts)
+		// etcd refuses the removal as "unhealthy cluster" until the new
+		// leader's peer connections are 5 s old, which Remove waits out:
+		// a MemberRemove (at least) per attempt, one MoveLeader in all.
+		require.GreaterOrEqual(t, res.Attempts, 1)
 		require.Equal(t, 1, counter.count(rpcMoveLeader))
-		require.Equal(t, 1, counter.count(rpcMemberRemove))
+		require.GreaterOrEqual(t, counter.count(rpcMemberRemove), res.Attempts)
 		ms := members(ctx, t, direct)
 		require.Len(t, ms, 1)
 		require.NotContains(t, ms, leader)

@@ -118,7 +118,8 @@
 //     cannot authorize an uncached request while the apiserver is down.
 //
 // EtcdHealthy talks to etcd, not the apiserver: with etcd authentication
-// enabled, Maintenance.Status needs the root role; the read (where
+// enabled, Maintenance.Status needs the root role on etcd v3.6 (any
+// authenticated user on v3.7); the read (where
 // "permission denied" still proves a quorum answered) and AlarmList need
 // nothing.
 //

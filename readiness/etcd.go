@@ -91,9 +91,10 @@ func WithHealthKey(key string) EtcdOption {
 // or such a client URL of a member, counts as not answering.
 // EtcdHealthy does not block; the check is safe for concurrent use.
 //
-// etcd authentication (when enabled): Status needs the root role; the
-// read and AlarmList need no particular permission. Without the root role
-// every call fails with an error wrapping ErrAccessDenied.
+// etcd authentication (when enabled): on etcd v3.6 Status needs the root
+// role, and without it every call fails with an error wrapping
+// ErrAccessDenied; etcd v3.7 lets any authenticated user ask for Status.
+// The read and AlarmList need no particular permission.
 func EtcdHealthy(c *clientv3.Client, opts ...EtcdOption) Check {
 	e := &etcdCheck{c: c, key: DefaultHealthKey}
 	switch {
@@ -142,8 +143,8 @@ func (e *EtcdError) Error() string {
 // Unreachable (the Status calls, the read, the alarm list, the member
 // list), each naming its endpoint or member where it has one, so that
 // errors.Is(err, ErrAccessDenied) and rpctypes comparisons work: a user
-// without the root role under etcd authentication gets ErrAccessDenied
-// from Status.
+// without the root role under etcd v3.6 authentication gets
+// ErrAccessDenied from Status.
 func (e *EtcdError) Unwrap() []error { return e.errs }
 
 func (e *etcdCheck) Check(ctx context.Context) error {
