@@ -186,7 +186,8 @@ func kubebootBootstrap(b *testing.B, fault string) (bootstrapFigures, error) {
 // the cluster, its address published under the same prefix, the same
 // bootstrap hooks — composed the way the anchors do it today:
 //
-//   - join (kubeadm): MemberAddAsLearner, start the member, then MemberPromote
+//   - join (kubeadm): MemberAddAsLearner (retried every 500 ms while etcd
+//     refuses it as an unhealthy cluster), start the member, then MemberPromote
 //     every 500 ms until it succeeds or 2 minutes have passed; then kubeadm's
 //     etcd health wait, every member's Status every 500 ms until all answer.
 //     Under promote-reply-lost, node 2 promotes through the same
@@ -411,11 +412,24 @@ func anchorJoin(ctx context.Context, d *demo, cli *clientv3.Client, i int, f *bo
 	} else {
 		promoteCli = cli
 	}
-	actx, acancel := context.WithTimeout(ctx, anchorRPCTimeout)
-	add, err := cli.MemberAddAsLearner(actx, []string{spec.PeerURL})
-	acancel()
-	if err != nil {
+	// kubeadm retries the add too: etcd refuses it ("unhealthy cluster")
+	// until the member promoted just before has been connected long enough.
+	var add *clientv3.MemberAddResponse
+	var addErr error
+	addDeadline := time.Now().Add(kubeadmPromoteLimit)
+	if err := pollUntil(ctx, kubeadmInterval, func() bool {
+		if time.Now().After(addDeadline) {
+			return true
+		}
+		actx, acancel := context.WithTimeout(ctx, anchorRPCTimeout)
+		defer acancel()
+		add, addErr = cli.MemberAddAsLearner(actx, []string{spec.PeerURL})
+		return addErr == nil
+	}); err != nil {
 		return false, fmt.Errorf("%s: MemberAddAsLearner: %w", node, err)
+	}
+	if addErr != nil {
+		return false, fmt.Errorf("%s: MemberAddAsLearner: %w", node, addErr)
 	}
 	if _, err := d.etcd.StartMember(ctx, spec, testenv.InitialCluster(add, node)); err != nil {
 		return false, fmt.Errorf("%s: start: %w", node, err)
