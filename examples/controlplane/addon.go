@@ -8,40 +8,11 @@ import (
 
 	"github.com/kubeboot/kubeboot/cnibootstrap"
 	"github.com/kubeboot/kubeboot/examples/internal/ingress"
-	"github.com/kubeboot/kubeboot/internal/testenv"
 )
 
 // addOnFault reports whether the fault is one of the ingress-nginx upgrade
 // replays, which need the node side of the cluster.
 func addOnFault(f string) bool { return f == FaultIngressUpgrade || f == FaultBadChart }
-
-// startNodes starts the node side against node 1's kube-apiserver: a real
-// kube-controller-manager and kube-scheduler, and one hollow kubelet per
-// node (node1..nodeN, the demo's nodes), so Deployments, DaemonSets and
-// Jobs are run by the real controllers and kubelets.
-func (d *demo) startNodes(ctx context.Context) error {
-	logf := func(format string, args ...any) { fmt.Fprintf(d.cfg.Log, format+"\n", args...) }
-	d.tl.Record("node1", "controllers start", "begin", "kube-controller-manager, kube-scheduler")
-	cp, err := testenv.StartControlPlane(ctx, d.api, testenv.WithControlPlaneDir(filepath.Join(d.dir, "controllers")),
-		testenv.WithControlPlaneBuildLog(logf))
-	if err != nil {
-		return err
-	}
-	d.cp = cp
-	d.tl.Record("node1", "controllers start", "ok", "")
-	names := make([]string, d.cfg.Members)
-	for i := range names {
-		names[i] = fmt.Sprintf("node%d", i+1)
-	}
-	d.tl.Record("nodes", "kubelets start", "begin", fmt.Sprint(names))
-	nodes, err := testenv.StartNodes(ctx, d.api, names, testenv.WithNodeDir(filepath.Join(d.dir, "kubelets")), testenv.WithNodeBuildLog(logf))
-	if err != nil {
-		return err
-	}
-	d.nodes = nodes
-	d.tl.Record("nodes", "kubelets start", "ok", fmt.Sprintf("%d nodes Ready", len(nodes)))
-	return nil
-}
 
 // addOn installs the ingress-nginx-shaped add-on at v1 in kube-system and
 // upgrades it to v2 through the hooks graph of examples/internal/ingress,
@@ -67,7 +38,7 @@ func (d *demo) addOn(ctx context.Context) error {
 		return err
 	}
 	defer addon.Close()
-	nodes := len(d.nodes)
+	nodes := len(d.live())
 	install, err := addon.Apply(ctx, ingress.Release{Version: "v1"})
 	d.res.AddOnInstall = install
 	if err != nil {

@@ -55,15 +55,31 @@ func (d *demo) bootstrap(ctx context.Context) error {
 	}
 	objs := calico.Objects{Kube: kube, Dynamic: dyn}
 
+	f := &faultState{ctx: ctx}
+	var apiPodOpts []readiness.PodOption
+	gateOpts := []readiness.Option{readiness.WithStability(3, 500*time.Millisecond), readiness.WithAttemptTimeout(2 * time.Second)}
+	if d.cfg.Fault == FaultStaticPodUpgrade {
+		if f.upgrade, err = d.beginStaticPodUpgrade(ctx, kube); err != nil {
+			return fmt.Errorf("static-pod-upgrade: %w", err)
+		}
+		apiPodOpts = f.upgrade.gateOptions()
+		gateOpts = append(gateOpts, readiness.WithObserver(f.upgrade.gateAttempt))
+	}
+	// Node 1's control plane, as RKE2 checks it before it releases its
+	// hooks: etcd healthy, node 1's static pods Ready (the mirror pods
+	// the kubelet keeps, under an upgrade the new one), and node 1's
+	// apiserver answering /readyz — stable for three passes over half a
+	// second.
+	node1 := d.nodes[0].name
 	controlPlaneUp := readiness.Gate(
 		readiness.All(
 			readiness.EtcdHealthy(d.client),
+			readiness.StaticPodReady(kube, staticPodNamespace, mirrorPod(etcdPodName, node1)),
+			readiness.StaticPodReady(kube, staticPodNamespace, mirrorPod(apiServerPodName, node1), apiPodOpts...),
 			readiness.APIServerReady(kube.Discovery().RESTClient()),
 		),
-		readiness.WithStability(3, 500*time.Millisecond),
-		readiness.WithAttemptTimeout(2*time.Second),
+		gateOpts...,
 	)
-	f := &faultState{ctx: ctx}
 	lastUnmet := "-"
 	objectReq := calico.Requirements(calico.Namespace)[1].Name()
 	var unmetMu sync.Mutex
@@ -100,7 +116,7 @@ func (d *demo) bootstrap(ctx context.Context) error {
 	hs = append(hs, hooks.Hook{
 		Name:  "cni",
 		Gate:  cniReady,
-		Run:   func(ctx context.Context) error { return d.startCNI(ctx, kube) },
+		Run:   f.seen("cni", func(ctx context.Context) error { return d.startCNI(ctx, kube) }),
 		Retry: retry,
 	})
 	if err := runner.Add(hs...); err != nil {
@@ -127,6 +143,13 @@ func (d *demo) bootstrap(ctx context.Context) error {
 	case FaultCalicoRace:
 		// The waiter itself held the CNI back on the not-ready object.
 		d.res.FaultObserved = f.waiterHeldOnNotReady()
+	case FaultStaticPodUpgrade:
+		ev, err := f.upgrade.observe(ctx)
+		d.res.StaticPodUpgrade = ev
+		if err != nil {
+			return fmt.Errorf("static-pod-upgrade, the evidence: %w", err)
+		}
+		d.res.FaultObserved = true
 	}
 	return nil
 }
@@ -138,7 +161,7 @@ func (d *demo) bootstrap(ctx context.Context) error {
 // object last, not ready at first.
 func (d *demo) bootstrapHooks(o calico.Objects, gate func(context.Context) error, f *faultState) []hooks.Hook {
 	hook := func(name string, after []string, run func(context.Context) error) hooks.Hook {
-		return hooks.Hook{Name: name, After: after, Gate: gate, Run: run, Retry: retry, Timeout: 10 * time.Second}
+		return hooks.Hook{Name: name, After: after, Gate: gate, Run: f.seen(name, run), Retry: retry, Timeout: 10 * time.Second}
 	}
 	if d.cfg.Fault == FaultCalicoRace {
 		return []hooks.Hook{
@@ -241,9 +264,11 @@ func (d *demo) observe(e hooks.Event, f *faultState) {
 	d.tl.RecordAt(e.Time, "hooks", "hook "+e.Hook, e.Kind.String(), detail)
 }
 
-// faultState coordinates the apiserver-restart fault with the hooks.
+// faultState coordinates the apiserver-restart and static-pod-upgrade
+// faults with the hooks.
 type faultState struct {
 	ctx     context.Context // the bootstrap run's
+	upgrade *podUpgrade     // static-pod-upgrade only
 	mu      sync.Mutex
 	wg      sync.WaitGroup
 	started bool
@@ -253,6 +278,18 @@ type faultState struct {
 	// waiterHeld is set when cnibootstrap itself reported ClusterInformation
 	// default, with datastoreReady false, as the only unmet requirement.
 	waiterHeld bool
+}
+
+// seen wraps a hook's Run: under static-pod-upgrade, each attempt first
+// records what it sees as it starts.
+func (f *faultState) seen(hook string, run func(context.Context) error) func(context.Context) error {
+	if f.upgrade == nil {
+		return run
+	}
+	return func(ctx context.Context) error {
+		f.upgrade.seen(ctx, hook)
+		return run(ctx)
+	}
 }
 
 func (f *faultState) noteWaiterHeld() {

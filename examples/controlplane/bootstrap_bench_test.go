@@ -15,6 +15,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -47,7 +48,7 @@ const (
 // suppressed, because Run's own etcd start and teardown, which are not part
 // of the measured window, cannot be taken out of it from here.
 func BenchmarkBootstrap(b *testing.B) {
-	for _, fault := range []string{FaultNone, FaultPromoteReplyLost} {
+	for _, fault := range []string{FaultNone, FaultStaticPodUpgrade, FaultPromoteReplyLost} {
 		name := "fault=none"
 		if fault != FaultNone {
 			name = "fault=" + fault
@@ -155,7 +156,7 @@ func kubebootBootstrap(b *testing.B, fault string) (bootstrapFigures, error) {
 	if err != nil {
 		return bootstrapFigures{}, err
 	}
-	names := map[string]string{"etcd join": phaseJoin, "kube-apiserver": phaseAPIServer, "address discovery": phaseDiscovery, "bootstrap hooks": phaseHooks}
+	names := map[string]string{"etcd join": phaseJoin, phaseControlPlane: phaseAPIServer, "address discovery": phaseDiscovery, "bootstrap hooks": phaseHooks}
 	f := bootstrapFigures{phases: map[string]time.Duration{}, httpRequests: -1, etcdRPCs: -1}
 	for _, p := range res.Phases {
 		if n, ok := names[p.Name]; ok {
@@ -248,6 +249,7 @@ func anchorBootstrap(b *testing.B, fault string) (bootstrapFigures, error) {
 	var polls sync.WaitGroup
 	defer func() { stopPolls(); polls.Wait() }()
 	addrsSeen := make(chan struct{})
+	var wantAddrs atomic.Int64 // the number of apiservers, once known
 	polls.Add(1)
 	go func() { // k3s agent
 		defer polls.Done()
@@ -257,7 +259,7 @@ func anchorBootstrap(b *testing.B, fault string) (bootstrapFigures, error) {
 			rctx, rcancel := context.WithTimeout(pollCtx, anchorRPCTimeout)
 			resp, err := cli.Get(rctx, apiserverdisco.DefaultPrefix, clientv3.WithPrefix())
 			rcancel()
-			if err == nil && len(resp.Kvs) > 0 {
+			if want := wantAddrs.Load(); err == nil && want > 0 && int64(len(resp.Kvs)) >= want {
 				close(addrsSeen)
 				return
 			}
@@ -268,24 +270,13 @@ func anchorBootstrap(b *testing.B, fault string) (bootstrapFigures, error) {
 			}
 		}
 	}()
-	var readyz atomic.Pointer[rest.Interface] // set once the apiserver is started
+	var kubeClient atomic.Pointer[kubernetes.Clientset] // set once the control plane is started
 	staticPodsUp := make(chan struct{})
 	polls.Add(1)
 	go func() { // RKE2's static-pod poll
 		defer polls.Done()
-		tick := time.NewTicker(rke2StaticPodPoll)
-		defer tick.Stop()
-		for {
-			if rc := readyz.Load(); rc != nil && readyzOK(pollCtx, *rc) {
-				close(staticPodsUp)
-				return
-			}
-			select {
-			case <-pollCtx.Done():
-				return
-			case <-tick.C:
-			}
-		}
+		rke2StaticPodPollUntil(pollCtx, &kubeClient)
+		close(staticPodsUp)
 	}()
 
 	// join
@@ -314,8 +305,9 @@ func anchorBootstrap(b *testing.B, fault string) (bootstrapFigures, error) {
 	}
 	endPhase(phaseJoin)
 
-	// apiserver
-	if err := d.startAPIServer(ctx); err != nil {
+	// apiserver: the same control plane as Run (every node's apiserver and
+	// kubelet with its static pods, the controllers)
+	if err := d.startControlPlane(ctx); err != nil {
 		return f, err
 	}
 	admin := d.api.Config()
@@ -329,22 +321,25 @@ func anchorBootstrap(b *testing.B, fault string) (bootstrapFigures, error) {
 		return f, err
 	}
 	rc := kube.Discovery().RESTClient()
-	readyz.Store(&rc)
+	kubeClient.Store(kube)
 	if err := pollUntil(ctx, kubeadmInterval, func() bool { return readyzOK(ctx, rc) }); err != nil {
 		return f, fmt.Errorf("kubeadm /readyz wait: %w", err)
 	}
 	endPhase(phaseAPIServer)
 
-	// discovery
-	u, err := url.Parse(d.api.URL())
-	if err != nil {
-		return f, err
+	// discovery: every node's address, as Run publishes them
+	wantAddrs.Store(int64(len(d.nodes)))
+	for _, n := range d.nodes {
+		u, err := url.Parse(n.api.URL())
+		if err != nil {
+			return f, err
+		}
+		reg, err := apiserverdisco.Publish(ctx, d.client, n.name, u.Host, apiserverdisco.WithTTL(addressTTL))
+		if err != nil {
+			return f, err
+		}
+		defer reg.Close()
 	}
-	reg, err := apiserverdisco.Publish(ctx, d.client, "node1", u.Host, apiserverdisco.WithTTL(10*time.Second))
-	if err != nil {
-		return f, err
-	}
-	defer reg.Close()
 	select {
 	case <-addrsSeen:
 	case <-ctx.Done():
@@ -357,6 +352,15 @@ func anchorBootstrap(b *testing.B, fault string) (bootstrapFigures, error) {
 	case <-staticPodsUp:
 	case <-ctx.Done():
 		return f, fmt.Errorf("RKE2 static-pod poll: %w", ctx.Err())
+	}
+	if fault == FaultStaticPodUpgrade {
+		// The same upgrade as Run's, as the hooks are about to run; RKE2
+		// polls its static pods again (present and Ready, no hash), then
+		// /readyz.
+		if _, err := d.beginStaticPodUpgrade(ctx, kube); err != nil {
+			return f, err
+		}
+		rke2StaticPodPollUntil(ctx, &kubeClient)
 	}
 	if err := pollUntil(ctx, rke2ReadyzPoll, func() bool { return readyzOK(ctx, rc) }); err != nil {
 		return f, fmt.Errorf("RKE2 /readyz poll: %w", err)
@@ -496,4 +500,25 @@ type countingTransport struct {
 func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	c.n.Add(1)
 	return c.rt.RoundTrip(r)
+}
+
+// rke2StaticPodPollUntil is RKE2's static-pod check: every 20 s from now,
+// until node 1's etcd and kube-apiserver mirror pods exist and are Ready
+// (present and Ready, whatever their config hash). Before the control
+// plane is started (kube not yet set), a tick is false without a request,
+// as a kubelet finding no mirror pod.
+func rke2StaticPodPollUntil(ctx context.Context, kube *atomic.Pointer[kubernetes.Clientset]) {
+	_ = pollUntil(ctx, rke2StaticPodPoll, func() bool {
+		cs := kube.Load()
+		if cs == nil {
+			return false
+		}
+		for _, name := range []string{etcdPodName, apiServerPodName} {
+			pod, err := cs.CoreV1().Pods(staticPodNamespace).Get(ctx, mirrorPod(name, "node1"), metav1.GetOptions{})
+			if err != nil || !podReady(pod) {
+				return false
+			}
+		}
+		return true
+	})
 }

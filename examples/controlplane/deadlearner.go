@@ -146,15 +146,3 @@ func (f *deadLearner) observe(ctx context.Context, res etcdmember.JoinResult, jo
 		etcdmember.ErrLearnerStalled, ev.ID, state))
 	return ev, nil
 }
-
-// liveEndpoints are the client URLs of the members whose etcd runs (all
-// of them, unless the dead-learner fault killed one).
-func (d *demo) liveEndpoints() []string {
-	var eps []string
-	for _, m := range d.etcd.Members() {
-		if m.Running() {
-			eps = append(eps, m.ClientURL)
-		}
-	}
-	return eps
-}

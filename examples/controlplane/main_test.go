@@ -39,15 +39,18 @@ func TestControlPlaneExample(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Run: %v\n%s", err, out.String())
 			}
-			wantVoters := 3
-			if fault == FaultDeadLearner {
-				wantVoters = 2 // node3 was not promoted, and its join removed it
+			wantVoters, wantAddrs := 3, 3
+			switch fault {
+			case FaultDeadLearner:
+				wantVoters, wantAddrs = 2, 2 // node3 was not promoted, and its join removed it
+			case FaultNodeLoss:
+				wantAddrs = 2 // the lost node stays a voter that does not answer
 			}
 			if res.Voters != wantVoters || res.Learners != 0 {
 				t.Errorf("voters %d learners %d, want %d and 0", res.Voters, res.Learners, wantVoters)
 			}
-			if len(res.Addresses) != 1 {
-				t.Errorf("agent addresses %v, want the one apiserver", res.Addresses)
+			if len(res.Addresses) != wantAddrs {
+				t.Errorf("agent addresses %v, want %d apiservers", res.Addresses, wantAddrs)
 			}
 			if len(res.Hooks.Hooks) == 0 {
 				t.Fatal("no hooks ran")
@@ -98,6 +101,10 @@ func TestControlPlaneExample(t *testing.T) {
 				checkBadChart(t, res)
 			case FaultDeadLearner:
 				checkDeadLearner(t, res)
+			case FaultStaticPodUpgrade:
+				checkStaticPodUpgrade(t, res)
+			case FaultNodeLoss:
+				checkNodeLoss(t, res)
 			}
 			if t.Failed() {
 				t.Logf("timeline:\n%s", out.String())
@@ -216,8 +223,66 @@ func checkDeadLearner(t *testing.T, res *Result) {
 	}
 }
 
+// checkStaticPodUpgrade checks the static-pod-upgrade evidence on its own:
+// a new kube-apiserver process and a new mirror pod (hash and UID), Ready;
+// the gate held at least once on the old mirror pod while the new process
+// served or was coming up; every hook attempt started against the new
+// process with the new mirror pod Ready.
+func checkStaticPodUpgrade(t *testing.T, res *Result) {
+	t.Helper()
+	ev := res.StaticPodUpgrade
+	if ev == nil {
+		t.Fatal("no static-pod-upgrade evidence")
+	}
+	if ev.Node != "node1" || ev.OldPID == 0 || ev.NewPID == 0 || ev.OldPID == ev.NewPID {
+		t.Errorf("node %s, process %d → %d: want node1 and a new process", ev.Node, ev.OldPID, ev.NewPID)
+	}
+	if ev.OldHash == "" || ev.NewHash == "" || ev.OldHash == ev.NewHash || ev.OldUID == ev.NewUID {
+		t.Errorf("mirror pod hash %q → %q, uid %s → %s: want a new mirror pod", ev.OldHash, ev.NewHash, ev.OldUID, ev.NewUID)
+	}
+	if len(ev.Attempts) < len(res.Hooks.Hooks) {
+		t.Errorf("%d hook attempts recorded, want at least one per hook (%d)", len(ev.Attempts), len(res.Hooks.Hooks))
+	}
+	for _, s := range ev.Attempts {
+		if s.Err != nil || s.PID != ev.NewPID || s.Hash != ev.NewHash || !s.Ready {
+			t.Errorf("hook %s started against process %d (new %d), mirror pod hash %q Ready %v, err %v", s.Hook, s.PID, ev.NewPID, s.Hash, s.Ready, s.Err)
+		}
+	}
+	t.Logf("mirror pod replaced after %s, Ready after %s; gate held %d attempt(s) on the old pod", ev.MirrorReplaced, ev.MirrorReady, ev.HeldOnOldPod)
+}
+
+// checkNodeLoss checks the node-loss evidence on its own: a node other
+// than node1 was lost; each remaining agent was handed a set without its
+// address within the TTL plus debounce; the remaining members took a
+// write; the remaining apiservers and Nodes were ready.
+func checkNodeLoss(t *testing.T, res *Result) {
+	t.Helper()
+	ev := res.NodeLoss
+	if ev == nil {
+		t.Fatal("no node-loss evidence")
+	}
+	if ev.Node == "node1" || ev.Node == "" {
+		t.Errorf("lost node %q, want node2 or node3", ev.Node)
+	}
+	if len(ev.Removed) != 2 {
+		t.Errorf("removal seen by %v, want both remaining agents", ev.Removed)
+	}
+	for node, took := range ev.Removed {
+		if took <= 0 || took > ev.Bound {
+			t.Errorf("%s's agent dropped %s after %s, want within %s", node, ev.Address, took, ev.Bound)
+		}
+	}
+	if slices.Contains(res.Addresses, ev.Address) {
+		t.Errorf("the lost address %s is still in %v", ev.Address, res.Addresses)
+	}
+	if ev.WriteErr != nil || len(ev.NotReady) != 0 {
+		t.Errorf("after the loss: write %v, not ready %v", ev.WriteErr, ev.NotReady)
+	}
+	t.Logf("%s's address %s left the remaining agents after %v (bound %s)", ev.Node, ev.Address, ev.Removed, ev.Bound)
+}
+
 func TestRunRejectsBadConfig(t *testing.T) {
-	for _, cfg := range []Config{{Members: 0}, {Members: 3, Fault: "nope"}, {Members: 1, Fault: FaultPromoteReplyLost}, {Members: 1, Fault: FaultDeadLearner}} {
+	for _, cfg := range []Config{{Members: 0}, {Members: 3, Fault: "nope"}, {Members: 1, Fault: FaultPromoteReplyLost}, {Members: 1, Fault: FaultDeadLearner}, {Members: 2, Fault: FaultNodeLoss}} {
 		if _, err := Run(context.Background(), cfg); err == nil {
 			t.Errorf("Run(%+v) succeeded, want a configuration error", cfg)
 		}

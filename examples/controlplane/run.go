@@ -26,13 +26,17 @@ const (
 	FaultIngressUpgrade   = "ingress-upgrade"
 	FaultBadChart         = "bad-chart"
 	FaultDeadLearner      = "dead-learner"
+	FaultStaticPodUpgrade = "static-pod-upgrade"
+	FaultNodeLoss         = "node-loss"
 )
 
 // Faults lists every valid --fault value.
-var Faults = []string{FaultPromoteReplyLost, FaultAPIServerRestart, FaultEmptyAddresses, FaultCalicoRace, FaultIngressUpgrade, FaultBadChart, FaultDeadLearner}
+var Faults = []string{FaultStaticPodUpgrade, FaultPromoteReplyLost, FaultAPIServerRestart, FaultEmptyAddresses, FaultCalicoRace, FaultIngressUpgrade, FaultBadChart, FaultDeadLearner, FaultNodeLoss}
 
 // FaultHelp says what each fault replays and what absorbing it looks like.
 var FaultHelp = map[string]string{
+	FaultStaticPodUpgrade: "as the bootstrap hooks start, node1's kube-apiserver manifest is rewritten (a new generation) and its process restarted, as an RKE2 upgrade does (rke2 #8269); " +
+		"the hooks, gated on node1's static pods (the new mirror pod, Ready) and /readyz, hold until the kubelet has replaced the mirror pod and the new process serves; every hook attempt then started saw the new process and the new mirror pod",
 	FaultPromoteReplyLost: "node 2 joins through a proxy that drops MemberPromote replies until one that etcd applied has lost its reply (kubeadm #3317); the join confirms the promotion from the member list instead of failing",
 	FaultAPIServerRestart: "the kube-apiserver restarts while the bootstrap hooks run (rke2 #8269); the hook that failed on it waits on its gate and succeeds on its second attempt",
 	FaultEmptyAddresses:   "the node agent loses etcd for longer than a backoff cycle (k3s #11934); it keeps its apiserver address, never gets an empty set, and resumes",
@@ -43,6 +47,8 @@ var FaultHelp = map[string]string{
 		"with an error naming the Job, not at the 5-minute timeout, and nothing after it runs: v1 keeps serving",
 	FaultDeadLearner: "the last joining node's etcd is killed right after it caught up; the join does not promote it, reports it stalled and unreachable " +
 		"(stall timeout 3 s) and removes it; the member list shows it gone or still a learner, and a write through the remaining voters succeeds",
+	FaultNodeLoss: "after the bootstrap, a whole control-plane node (the last one not leading etcd) is killed: its etcd, kube-apiserver and kubelet at once, its address registration stopped; " +
+		"its address leaves every remaining agent's set within the lease TTL (plus the watcher's debounce), no set is ever empty, etcd keeps quorum and the remaining apiservers stay ready",
 }
 
 // Config is what the flags set.
@@ -86,6 +92,11 @@ type Result struct {
 	AddOnErr                   error
 	// DeadLearner is the dead-learner fault's evidence (nil otherwise).
 	DeadLearner *DeadLearner
+	// StaticPodUpgrade is the static-pod-upgrade fault's evidence (nil
+	// otherwise).
+	StaticPodUpgrade *StaticPodUpgrade
+	// NodeLoss is the node-loss fault's evidence (nil otherwise).
+	NodeLoss *NodeLoss
 }
 
 func (c Config) validate() error {
@@ -94,6 +105,9 @@ func (c Config) validate() error {
 	}
 	if (c.Fault == FaultPromoteReplyLost || c.Fault == FaultDeadLearner) && c.Members < 2 {
 		return fmt.Errorf("--fault %s needs --members of at least 2 (a learner to join)", c.Fault)
+	}
+	if c.Fault == FaultNodeLoss && c.Members < 3 {
+		return fmt.Errorf("--fault %s needs --members of at least 3 (losing one of fewer loses etcd's quorum)", c.Fault)
 	}
 	if c.Fault == FaultNone {
 		return nil
@@ -106,6 +120,10 @@ func (c Config) validate() error {
 	return fmt.Errorf("unknown --fault %q (valid: %v)", c.Fault, Faults)
 }
 
+// phaseControlPlane is the phase that starts every node's kube-apiserver
+// and kubelet (with its static pods) and the controllers.
+const phaseControlPlane = "control plane"
+
 // demo holds the running parts of one run.
 type demo struct {
 	cfg    Config
@@ -114,9 +132,9 @@ type demo struct {
 	dir    string
 	etcd   *testenv.Cluster
 	client *clientv3.Client // node 1's view of the cluster (all endpoints)
-	api    *testenv.APIServer
-	cp     *testenv.ControlPlane // ingress-upgrade and bad-chart only
-	nodes  []*testenv.Node       // ingress-upgrade and bad-chart only
+	api    *testenv.APIServer // node 1's
+	cp     *testenv.ControlPlane
+	nodes  []*cpNode
 	res    Result
 }
 
@@ -159,31 +177,31 @@ func (d *demo) run(ctx context.Context) error {
 		return fmt.Errorf("etcd join: %w", err)
 	}
 	d.ph.end("etcd join")
-	if err := d.startAPIServer(ctx); err != nil {
-		return fmt.Errorf("kube-apiserver: %w", err)
+	if err := d.startControlPlane(ctx); err != nil {
+		return fmt.Errorf("control plane: %w", err)
 	}
-	d.ph.end("kube-apiserver")
-	agent, err := d.discover(ctx)
-	if err != nil {
+	d.ph.end(phaseControlPlane)
+	if err := d.discover(ctx); err != nil {
 		return fmt.Errorf("address discovery: %w", err)
 	}
-	defer agent.close()
 	d.ph.end("address discovery")
 	if err := d.bootstrap(ctx); err != nil {
 		return fmt.Errorf("bootstrap hooks: %w", err)
 	}
 	d.ph.end("bootstrap hooks")
 	if addOnFault(d.cfg.Fault) {
-		if err := d.startNodes(ctx); err != nil {
-			return fmt.Errorf("nodes: %w", err)
-		}
-		d.ph.end("nodes")
 		if err := d.addOn(ctx); err != nil {
 			return fmt.Errorf("add-on: %w", err)
 		}
 		d.ph.end("add-on upgrade")
 	}
-	if err := d.verify(ctx, agent); err != nil {
+	if d.cfg.Fault == FaultNodeLoss {
+		if err := d.loseNode(ctx); err != nil {
+			return fmt.Errorf("node loss: %w", err)
+		}
+		d.ph.end("node loss")
+	}
+	if err := d.verify(ctx); err != nil {
 		return err
 	}
 	if d.cfg.Keep {
@@ -206,18 +224,10 @@ func (d *demo) keep(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// teardown stops the kubelets and the controllers, then the apiserver,
-// then etcd, and removes the run's directory.
+// teardown stops the agents, registrations and kubelets, the controllers,
+// then the apiservers, then etcd, and removes the run's directory.
 func (d *demo) teardown() {
-	for _, n := range d.nodes {
-		_ = n.Close()
-	}
-	if d.cp != nil {
-		_ = d.cp.Close()
-	}
-	if d.api != nil {
-		_ = d.api.Close()
-	}
+	d.closeNodes()
 	if d.etcd != nil {
 		_ = d.etcd.Close()
 	}

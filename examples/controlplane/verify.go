@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -11,10 +10,12 @@ import (
 )
 
 // verify checks the end state: every member a voter (but the dead learner,
-// which must be gone), the agent holding the apiserver's address, every
-// hook succeeded.
-func (d *demo) verify(ctx context.Context, a *agent) error {
-	list, err := d.client.MemberList(ctx)
+// which must be gone, and the lost node's, which stays a voter that does
+// not answer), every remaining node's agent holding exactly the remaining
+// apiservers' addresses and never handed an empty set, every hook
+// succeeded.
+func (d *demo) verify(ctx context.Context) error {
+	list, err := d.nodes[0].etcd.MemberList(ctx)
 	if err != nil {
 		return fmt.Errorf("member list: %w", err)
 	}
@@ -25,13 +26,6 @@ func (d *demo) verify(ctx context.Context, a *agent) error {
 			d.res.Voters++
 		}
 	}
-	if err := a.awaitAddresses(ctx, 1); err != nil {
-		return err
-	}
-	d.res.Addresses = a.watcher.Current().Addresses
-	if a.sawEmpty() {
-		return errors.New("the node agent was handed an empty address set")
-	}
 	want := d.cfg.Members
 	if d.cfg.Fault == FaultDeadLearner {
 		want-- // the dead learner was not promoted, and the join removed it
@@ -39,18 +33,33 @@ func (d *demo) verify(ctx context.Context, a *agent) error {
 	if d.res.Voters != want || d.res.Learners != 0 {
 		return fmt.Errorf("want %d voting etcd members and no learners, have %d voters and %d learners", want, d.res.Voters, d.res.Learners)
 	}
-	u, err := url.Parse(d.api.URL())
-	if err != nil {
-		return err
+	var addrs []string
+	for _, n := range d.live() {
+		u, err := url.Parse(n.api.URL())
+		if err != nil {
+			return err
+		}
+		addrs = append(addrs, u.Host)
 	}
-	if !slices.Contains(d.res.Addresses, u.Host) {
-		return fmt.Errorf("node agent holds %v, want it to include %s", d.res.Addresses, u.Host)
+	slices.Sort(addrs)
+	for _, n := range d.live() {
+		if err := n.agent.awaitAddresses(ctx, len(addrs)); err != nil {
+			return fmt.Errorf("%s: %w", n.name, err)
+		}
+		got := n.agent.watcher.Current().Addresses
+		if !slices.Equal(got, addrs) {
+			return fmt.Errorf("%s's agent holds %v, want the live apiservers %v", n.name, got, addrs)
+		}
+		if n.agent.sawEmpty() {
+			return fmt.Errorf("%s's agent was handed an empty address set", n.name)
+		}
 	}
+	d.res.Addresses = addrs
 	for _, h := range d.res.Hooks.Hooks {
 		if h.State != hooks.Succeeded {
 			return fmt.Errorf("hook %s ended %s", h.Name, h.State)
 		}
 	}
-	d.tl.Record("node1", "verify", "ok", fmt.Sprintf("%d voters, agent has %v, %d hooks succeeded", d.res.Voters, d.res.Addresses, len(d.res.Hooks.Hooks)))
+	d.tl.Record("node1", "verify", "ok", fmt.Sprintf("%d voters, every agent has %v, %d hooks succeeded", d.res.Voters, d.res.Addresses, len(d.res.Hooks.Hooks)))
 	return nil
 }

@@ -36,6 +36,7 @@ type apiServerConfig struct {
 	dir         string
 	logf        func(string, ...any)
 	version     string
+	peer        *APIServer
 }
 
 // WithEtcd runs the apiserver against an existing cluster instead of a
@@ -67,6 +68,16 @@ func WithKubernetesVersion(v string) APIServerOption {
 	return func(o *apiServerConfig) { o.version = v }
 }
 
+// WithCredentialsOf makes the apiserver a peer of a in one cluster, the
+// way the kube-apiservers of several control-plane nodes are: it uses a's
+// CA and serving certificate, a's service-account signing key and a's
+// admin token, so a client, a node certificate or a service-account token
+// that works on one works on every peer. Run peers against the same etcd
+// (WithEtcd) and at the same Kubernetes version.
+func WithCredentialsOf(a *APIServer) APIServerOption {
+	return func(o *apiServerConfig) { o.peer = a }
+}
+
 // WithBuildLog receives progress messages about a kube-apiserver build.
 func WithBuildLog(logf func(string, ...any)) APIServerOption {
 	return func(o *apiServerConfig) { o.logf = logf }
@@ -87,6 +98,7 @@ type APIServer struct {
 	version string
 	ca      *CA
 	token   string
+	creds   credentials
 	// LogFile receives the process's stdout and stderr.
 	LogFile string
 
@@ -145,29 +157,23 @@ func StartAPIServer(ctx context.Context, opts ...APIServerOption) (_ *APIServer,
 // apiserver.
 func (a *APIServer) KubernetesVersion() string { return a.version }
 
+// credentials are what peers share (WithCredentialsOf).
+type credentials struct {
+	ca           *CA
+	serving      CertPair
+	saKey, saPub string
+	token        string
+	tokensFile   string
+}
+
 func (a *APIServer) prepare() error {
-	ca, err := NewCA(a.dir)
-	if err != nil {
+	if a.cfg.peer != nil {
+		a.creds = a.cfg.peer.creds
+	} else if err := a.newCredentials(); err != nil {
 		return err
 	}
-	a.ca = ca
-	serving, err := ca.Issue(a.dir, "apiserver", "kube-apiserver")
-	if err != nil {
-		return err
-	}
-	saKey, saPub := filepath.Join(a.dir, "sa.key"), filepath.Join(a.dir, "sa.pub")
-	if err := writeRSAKeyPair(saKey, saPub); err != nil {
-		return err
-	}
-	tok := make([]byte, 16)
-	if _, err := rand.Read(tok); err != nil {
-		return err
-	}
-	a.token = hex.EncodeToString(tok)
-	tokens := filepath.Join(a.dir, "tokens.csv")
-	if err := os.WriteFile(tokens, []byte(a.token+`,kubeboot-admin,kubeboot-admin,"system:masters"`+"\n"), 0o600); err != nil {
-		return err
-	}
+	ca, serving, saKey, saPub, tokens := a.creds.ca, a.creds.serving, a.creds.saKey, a.creds.saPub, a.creds.tokensFile
+	a.ca, a.token = ca, a.creds.token
 	servers := a.cfg.etcdServers
 	if len(servers) == 0 {
 		servers = a.etcd.Endpoints()
@@ -204,6 +210,32 @@ func (a *APIServer) prepare() error {
 // first start, the same one on restarts) and waits until it is ready. A
 // first start that loses its port to another process is retried on a new
 // port.
+func (a *APIServer) newCredentials() error {
+	ca, err := NewCA(a.dir)
+	if err != nil {
+		return err
+	}
+	serving, err := ca.Issue(a.dir, "apiserver", "kube-apiserver")
+	if err != nil {
+		return err
+	}
+	saKey, saPub := filepath.Join(a.dir, "sa.key"), filepath.Join(a.dir, "sa.pub")
+	if err := writeRSAKeyPair(saKey, saPub); err != nil {
+		return err
+	}
+	tok := make([]byte, 16)
+	if _, err := rand.Read(tok); err != nil {
+		return err
+	}
+	token := hex.EncodeToString(tok)
+	tokens := filepath.Join(a.dir, "tokens.csv")
+	if err := os.WriteFile(tokens, []byte(token+`,kubeboot-admin,kubeboot-admin,"system:masters"`+"\n"), 0o600); err != nil {
+		return err
+	}
+	a.creds = credentials{ca: ca, serving: serving, saKey: saKey, saPub: saPub, token: token, tokensFile: tokens}
+	return nil
+}
+
 func (a *APIServer) Start(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		fresh, err := a.launch()
@@ -322,7 +354,33 @@ func (a *APIServer) readyOnce(ctx context.Context, cs kubernetes.Interface) erro
 
 // Stop sends SIGTERM to the process group, and SIGKILL after a short grace,
 // then waits for it to exit. Stopping a stopped server is a no-op.
-func (a *APIServer) Stop() error {
+func (a *APIServer) Stop() error { return a.stop(syscall.SIGTERM) }
+
+// Kill kills the process group at once (SIGKILL), as a node that loses
+// power does, and waits for it to exit. Killing a stopped server is a no-op.
+func (a *APIServer) Kill() error { return a.stop(syscall.SIGKILL) }
+
+// PID returns the running process's ID, or 0 when it is not running: a new
+// value after every Start, so callers can tell which process served them.
+func (a *APIServer) PID() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd == nil {
+		return 0
+	}
+	return a.cmd.Process.Pid
+}
+
+// Port returns the secure port on 127.0.0.1 (0 before the first Start).
+func (a *APIServer) Port() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, port, _ := strings.Cut(a.host, ":")
+	n, _ := strconv.Atoi(port)
+	return n
+}
+
+func (a *APIServer) stop(sig syscall.Signal) error {
 	a.mu.Lock()
 	cmd, exited := a.cmd, a.exited
 	a.cmd, a.exited = nil, nil
@@ -330,7 +388,7 @@ func (a *APIServer) Stop() error {
 	if cmd == nil {
 		return nil
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	_ = syscall.Kill(-cmd.Process.Pid, sig)
 	select {
 	case <-exited:
 	case <-time.After(3 * time.Second):
