@@ -131,7 +131,7 @@ type demo struct {
 	ph     phases
 	dir    string
 	etcd   *testenv.Cluster
-	client *clientv3.Client // node 1's view of the cluster (all endpoints)
+	client *clientv3.Client   // node 1's view of the cluster (all endpoints)
 	api    *testenv.APIServer // node 1's
 	cp     *testenv.ControlPlane
 	nodes  []*cpNode
