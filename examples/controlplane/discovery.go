@@ -81,7 +81,7 @@ func (a *agent) sawEmpty() bool {
 
 // addressTTL is the lease TTL under which every node publishes its
 // apiserver's address: a node that dies leaves the watchers' sets within
-// it (plus the watchers' debounce).
+// it (plus etcd's expiry check and the watchers' debounce).
 const addressTTL = 10 * time.Second
 
 // discover publishes every node's apiserver address, each through the
@@ -108,7 +108,7 @@ func (d *demo) discover(ctx context.Context) error {
 	for _, n := range live {
 		client := n.etcd
 		var proxy *testenv.Proxy
-		if d.cfg.Fault == FaultEmptyAddresses && n == d.nodes[0] {
+		if (d.cfg.Fault == FaultEmptyAddresses || d.cfg.Chaos > 0) && n == d.nodes[0] {
 			var err error
 			if proxy, err = testenv.NewProxy(n.member.Endpoint()); err != nil {
 				return err

@@ -23,7 +23,11 @@ const promoteMethod = "/etcdserverpb.Cluster/MemberPromote"
 // startEtcd starts node 1's etcd, the seed of the cluster.
 func (d *demo) startEtcd(ctx context.Context) error {
 	d.tl.Record("node1", "etcd start", "begin", "")
-	c, err := testenv.StartCluster(ctx, testenv.WithNames("node1"), testenv.WithDir(filepath.Join(d.dir, "etcd")))
+	opts := []testenv.ClusterOption{testenv.WithNames("node1"), testenv.WithDir(filepath.Join(d.dir, "etcd"))}
+	if d.cfg.Chaos > 0 {
+		opts = append(opts, testenv.WithSnapshotCount(chaosSnapshotCount))
+	}
+	c, err := testenv.StartCluster(ctx, opts...)
 	if err != nil {
 		return err
 	}
@@ -121,11 +125,17 @@ func (d *demo) joinClient(i int) (*clientv3.Client, *promoteReplyLoss, error) {
 	if d.cfg.Fault != FaultPromoteReplyLost || i != 2 {
 		return d.client, nil, nil
 	}
+	return d.lossyClient("node2")
+}
+
+// lossyClient returns a client whose only endpoint is a proxy in front of
+// node 1 that loses the reply of a MemberPromote, for node's join.
+func (d *demo) lossyClient(node string) (*clientv3.Client, *promoteReplyLoss, error) {
 	proxy, err := testenv.NewProxy(d.etcd.Member(0).Endpoint())
 	if err != nil {
 		return nil, nil, err
 	}
-	f := &promoteReplyLoss{proxy: proxy, direct: d.client, tl: d.tl}
+	f := &promoteReplyLoss{proxy: proxy, direct: d.client, tl: d.tl, node: node}
 	client, err := d.etcd.NewClientConfig(clientv3.Config{
 		Endpoints:   []string{"http://" + proxy.Addr()},
 		DialOptions: []grpc.DialOption{grpc.WithUnaryInterceptor(f.intercept)},
@@ -148,6 +158,7 @@ type promoteReplyLoss struct {
 	client *clientv3.Client
 	direct *clientv3.Client // not through the proxy
 	tl     *Timeline
+	node   string // the joining node, for the timeline
 
 	mu   sync.Mutex
 	lost bool // a promote etcd applied had its reply dropped
@@ -162,7 +173,7 @@ func (f *promoteReplyLoss) intercept(ctx context.Context, method string, req, re
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
 	f.proxy.DropReplies(true)
-	f.tl.Record("node2", "fault", "injected", "MemberPromote sent; its reply will be dropped by the proxy")
+	f.tl.Record(f.node, "fault", "injected", "MemberPromote sent; its reply will be dropped by the proxy")
 	err := invoker(ctx, method, req, reply, cc, opts...)
 	f.proxy.Pass()
 	f.proxy.ResetAll()
@@ -170,7 +181,7 @@ func (f *promoteReplyLoss) intercept(ctx context.Context, method string, req, re
 		f.mu.Lock()
 		f.lost = true
 		f.mu.Unlock()
-		f.tl.Record("node2", "fault", "observed", fmt.Sprintf("etcd promoted the member, but its reply was lost: the client saw %v", err))
+		f.tl.Record(f.node, "fault", "observed", fmt.Sprintf("etcd promoted the member, but its reply was lost: the client saw %v", err))
 	}
 	return err
 }

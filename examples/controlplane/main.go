@@ -4,27 +4,34 @@
 //
 //   - node 1 starts an embedded etcd; nodes 2 and 3 join through
 //     etcdmember.Join (learner, started, caught up, promoted);
-//   - a real kube-apiserver starts against the cluster and publishes its
-//     address through apiserverdisco; a node agent's watcher waits for it;
-//   - a hooks runner whose gates are readiness waits runs the bootstrap
-//     hooks (RBAC, a CNI's CRD and its ClusterInformation), racing on
-//     purpose, while the CNI hook waits on cnibootstrap until its
-//     prerequisites are really usable.
+//   - every node then runs its own real kube-apiserver against its own etcd
+//     member, and a hollow kubelet (the real kubelet code over a fake
+//     runtime) whose static-pod directory holds the etcd and kube-apiserver
+//     manifests of that node, as RKE2 and kubeadm lay a node out: their
+//     mirror pods are Ready while the real processes answer their probes.
+//     A real kube-controller-manager and kube-scheduler run once;
+//   - every node publishes its apiserver's address through apiserverdisco,
+//     and every node's agent watches them through its own etcd member;
+//   - a hooks runner whose gates are readiness waits (etcd healthy, node 1's
+//     static pods Ready, /readyz) runs the bootstrap hooks (RBAC, a CNI's
+//     CRD and its ClusterInformation), racing on purpose, while the CNI
+//     hook waits on cnibootstrap until its prerequisites are really usable.
 //
 // It prints a timeline and, at the end, the hooks report and per-phase times.
 // --fault replays one incident and shows it absorbed, with evidence read
 // from outside the code that injects it (--help lists them). Two of them,
 // ingress-upgrade and bad-chart, replay the RKE2 ingress-nginx upgrade (rke2
-// #7652): they also start the node side against node 1's apiserver — a real
-// kube-controller-manager and kube-scheduler, and a hollow kubelet per node
-// — and install an ingress-nginx-shaped add-on at v1 and upgrade it to v2
-// through a hooks graph gated by cnibootstrap (examples/ingress runs the same
-// scenario on its own). The kube-apiserver and the node components are the
-// binaries the tests use: built on first run (minutes, once), then cached.
+// #7652): an ingress-nginx-shaped add-on installed at v1 and upgraded to v2
+// through a hooks graph gated by cnibootstrap (examples/ingress runs the
+// same scenario on its own). --chaos DURATION injects random faults, one at
+// a time and within etcd's quorum, while the hooks run again, checking
+// invariants throughout; --seed replays a schedule. The Kubernetes binaries
+// are the ones the tests use: built on first run (minutes, once), then
+// cached.
 //
 // --timeline FILE.svg also draws the run as a Gantt chart.
 //
-//	go run ./examples/controlplane [--members N] [--fault NAME] [--json] [--keep] [--timeline FILE.svg]
+//	go run ./examples/controlplane [--members N] [--fault NAME | --chaos DURATION [--seed N]] [--json] [--keep] [--timeline FILE.svg]
 package main
 
 import (
@@ -32,6 +39,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/signal"
 	"strings"
@@ -49,10 +57,12 @@ func run(args []string) int {
 	fs.StringVar(&cfg.Fault, "fault", "", "replay one incident: "+strings.Join(Faults, ", ")+" (see below)")
 	fs.BoolVar(&cfg.JSON, "json", false, "print events and the summary as JSON lines")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the cluster running until Ctrl-C, printing its kubeconfig and etcd endpoints")
+	fs.DurationVar(&cfg.Chaos, "chaos", 0, "after the bootstrap, inject random faults for `DURATION` (one at a time, within quorum) while the hooks run again, checking invariants throughout")
+	seed := fs.Uint64("seed", 0, "the chaos schedule's seed (0: a random one, printed); the same seed replays the same schedule")
 	timeline := fs.String("timeline", "", "write the run as a Gantt chart (SVG) to `FILE.svg`: a lane per node and per hook, gate waits shaded, faults marked, the critical path outlined")
 	fs.Usage = func() {
 		out := fs.Output()
-		fmt.Fprintln(out, "Usage: controlplane [--members N] [--fault NAME] [--json] [--keep] [--timeline FILE.svg]")
+		fmt.Fprintln(out, "Usage: controlplane [--members N] [--fault NAME | --chaos DURATION [--seed N]] [--json] [--keep] [--timeline FILE.svg]")
 		fmt.Fprintln(out, "\nBrings up a real control plane with kubeboot's packages; --fault replays one incident and shows it absorbed.")
 		fmt.Fprintln(out, "\nFlags:")
 		fs.PrintDefaults()
@@ -68,6 +78,13 @@ func run(args []string) int {
 		return 2
 	}
 	cfg.Out, cfg.Log = os.Stdout, os.Stderr
+	cfg.Seed = *seed
+	if cfg.Chaos > 0 && cfg.Seed == 0 {
+		cfg.Seed = rand.Uint64()
+	}
+	if cfg.Chaos > 0 {
+		fmt.Fprintf(os.Stdout, "chaos seed %d (replay with --chaos %s --seed %d)\n", cfg.Seed, cfg.Chaos, cfg.Seed)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -48,7 +49,7 @@ var FaultHelp = map[string]string{
 	FaultDeadLearner: "the last joining node's etcd is killed right after it caught up; the join does not promote it, reports it stalled and unreachable " +
 		"(stall timeout 3 s) and removes it; the member list shows it gone or still a learner, and a write through the remaining voters succeeds",
 	FaultNodeLoss: "after the bootstrap, a whole control-plane node (the last one not leading etcd) is killed: its etcd, kube-apiserver and kubelet at once, its address registration stopped; " +
-		"its address leaves every remaining agent's set within the lease TTL (plus the watcher's debounce), no set is ever empty, etcd keeps quorum and the remaining apiservers stay ready",
+		"its address leaves every remaining agent's set within the lease TTL (plus etcd's 0.5 s expiry check and the watcher's debounce), no set is ever empty, etcd keeps quorum and the remaining apiservers stay ready",
 }
 
 // Config is what the flags set.
@@ -61,6 +62,15 @@ type Config struct {
 	JSON bool
 	// Keep leaves the cluster running until ctx ends, printing how to reach it.
 	Keep bool
+	// Chaos, when positive, runs a chaos phase of that length after the
+	// bootstrap: faults drawn from ChaosFaults by Seed's schedule
+	// (ChaosSchedule), one at a time, each while the bootstrap hooks run
+	// again, with the invariants checked throughout (see ChaosReport).
+	// It needs Members ≥ 3 and no Fault.
+	Chaos time.Duration
+	// Seed is the chaos schedule's seed; the same seed replays the same
+	// schedule.
+	Seed uint64
 	// Out receives the timeline and summary; Log receives progress notes
 	// such as the one-time kube-apiserver build.
 	Out, Log io.Writer
@@ -97,6 +107,8 @@ type Result struct {
 	StaticPodUpgrade *StaticPodUpgrade
 	// NodeLoss is the node-loss fault's evidence (nil otherwise).
 	NodeLoss *NodeLoss
+	// Chaos is the chaos run's report (nil without --chaos).
+	Chaos *ChaosReport
 }
 
 func (c Config) validate() error {
@@ -108,6 +120,12 @@ func (c Config) validate() error {
 	}
 	if c.Fault == FaultNodeLoss && c.Members < 3 {
 		return fmt.Errorf("--fault %s needs --members of at least 3 (losing one of fewer loses etcd's quorum)", c.Fault)
+	}
+	if c.Chaos < 0 {
+		return fmt.Errorf("--chaos must not be negative, got %s", c.Chaos)
+	}
+	if c.Chaos > 0 && (c.Members < 3 || c.Fault != FaultNone) {
+		return fmt.Errorf("--chaos needs --members of at least 3 (its faults stay within etcd's quorum) and no --fault, got --members %d --fault %q", c.Members, c.Fault)
 	}
 	if c.Fault == FaultNone {
 		return nil
@@ -136,6 +154,9 @@ type demo struct {
 	cp     *testenv.ControlPlane
 	nodes  []*cpNode
 	res    Result
+	// chaosRemovedAt is the raft index of the last spare's removal in a
+	// chaos run.
+	chaosRemovedAt uint64
 }
 
 // Run brings up the control plane as described in the package doc and
@@ -203,6 +224,12 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	if err := d.verify(ctx); err != nil {
 		return err
+	}
+	if d.cfg.Chaos > 0 {
+		if err := d.chaos(ctx); err != nil {
+			return err
+		}
+		d.ph.end("chaos")
 	}
 	if d.cfg.Keep {
 		return d.keep(ctx)

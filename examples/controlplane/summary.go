@@ -26,18 +26,19 @@ func printSummary(out io.Writer, res *Result, runErr error, asJSON bool) {
 			SkippedBy string `json:"skipped_by,omitempty"`
 		}
 		s := struct {
-			Type          string    `json:"type"`
-			OK            bool      `json:"ok"`
-			Error         string    `json:"error,omitempty"`
-			Voters        int       `json:"voters"`
-			Addresses     []string  `json:"addresses"`
-			FaultObserved bool      `json:"fault_observed"`
-			Hooks         []hookRow `json:"hooks"`
-			CriticalPath  []string  `json:"critical_path"`
-			Phases        []Phase   `json:"phases"`
-			AddOnHooks    []hookRow `json:"addon_upgrade_hooks,omitempty"`
-			AddOnError    string    `json:"addon_upgrade_error,omitempty"`
-		}{Type: "summary", OK: runErr == nil, Voters: res.Voters, Addresses: res.Addresses, FaultObserved: res.FaultObserved,
+			Type          string       `json:"type"`
+			OK            bool         `json:"ok"`
+			Error         string       `json:"error,omitempty"`
+			Voters        int          `json:"voters"`
+			Addresses     []string     `json:"addresses"`
+			FaultObserved bool         `json:"fault_observed"`
+			Hooks         []hookRow    `json:"hooks"`
+			CriticalPath  []string     `json:"critical_path"`
+			Phases        []Phase      `json:"phases"`
+			AddOnHooks    []hookRow    `json:"addon_upgrade_hooks,omitempty"`
+			AddOnError    string       `json:"addon_upgrade_error,omitempty"`
+			Chaos         *ChaosReport `json:"chaos,omitempty"`
+		}{Chaos: res.Chaos, Type: "summary", OK: runErr == nil, Voters: res.Voters, Addresses: res.Addresses, FaultObserved: res.FaultObserved,
 			CriticalPath: res.Hooks.CriticalPath, Phases: res.Phases}
 		if runErr != nil {
 			s.Error = runErr.Error()
@@ -68,6 +69,18 @@ func printSummary(out io.Writer, res *Result, runErr error, asJSON bool) {
 			fmt.Fprintf(out, "  stopped: %v\n", res.AddOnErr)
 		}
 	}
+	if c := res.Chaos; c != nil {
+		fmt.Fprintf(out, "\nchaos (seed %d): %d faults, %d monitor readings\n", c.Seed, len(c.Steps), c.Probes)
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  STEP\tFAULT\tNODE\tABSORBED IN\tHOOK ATTEMPTS")
+		for i, st := range c.Steps {
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%d\n", i+1, st.Fault, st.NodeName, ms(st.Took), st.HookAttempts)
+		}
+		_ = tw.Flush()
+		for _, v := range c.Violations {
+			fmt.Fprintf(out, "  VIOLATION: %s\n", v)
+		}
+	}
 	fmt.Fprintln(out, "\nphases:")
 	var total time.Duration
 	for _, p := range res.Phases {
@@ -79,7 +92,7 @@ func printSummary(out io.Writer, res *Result, runErr error, asJSON bool) {
 		fmt.Fprintf(out, "\nFAILED: %v\n", runErr)
 		return
 	}
-	fmt.Fprintf(out, "\nOK: %d voting etcd members, node agent sees %v, %d hooks succeeded\n", res.Voters, res.Addresses, len(res.Hooks.Hooks))
+	fmt.Fprintf(out, "\nOK: %d voting etcd members, every node agent sees %v, %d hooks succeeded\n", res.Voters, res.Addresses, len(res.Hooks.Hooks))
 	switch {
 	case res.AddOnUpgrade != nil && res.AddOnErr != nil:
 		fmt.Fprintln(out, "    ingress-nginx upgrade stopped at once at its failing install Job; v1 untouched")

@@ -44,7 +44,7 @@ func TestTimelineSVG(t *testing.T) {
 	if len(oks) == 0 {
 		oks = svg.bars["hook:cni"]["attempt ok critical"]
 	}
-	if len(gates) > 0 && len(oks) > 0 && gates[len(gates)-1].x+gates[len(gates)-1].w > oks[len(oks)-1].x+0.05 {
+	if len(gates) > 0 && len(oks) > 0 && gates[len(gates)-1].toMS > oks[len(oks)-1].fromMS {
 		t.Errorf("the cni gate bar %+v ends after its attempt %+v starts", gates[len(gates)-1], oks[len(oks)-1])
 	}
 	if t.Failed() {
@@ -53,7 +53,10 @@ func TestTimelineSVG(t *testing.T) {
 }
 
 // svgRect is a bar's horizontal extent.
-type svgRect struct{ x, w float64 }
+type svgRect struct {
+	x, w         float64
+	fromMS, toMS int64 // data-from-ms, data-to-ms: the bar's exact times
+}
 
 // parsedSVG is what checkTimelineSVG read from a chart.
 type parsedSVG struct {
@@ -214,14 +217,16 @@ func parseSVG(data []byte) (parsedSVG, [2]float64, []string, error) {
 				}
 				x, err1 := strconv.ParseFloat(attr["x"], 64)
 				w, err2 := strconv.ParseFloat(attr["width"], 64)
-				if err := errors.Join(err1, err2); err != nil {
+				from, err3 := strconv.ParseInt(attr["data-from-ms"], 10, 64)
+				to, err4 := strconv.ParseInt(attr["data-to-ms"], 10, 64)
+				if err := errors.Join(err1, err2, err3, err4); err != nil {
 					return p, axis, nil, fmt.Errorf("bar: %w", err)
 				}
 				class := strings.Join(slices.DeleteFunc(classes, func(c string) bool { return c == "bar" }), " ")
 				if p.bars[cur] == nil {
 					p.bars[cur] = map[string][]svgRect{}
 				}
-				p.bars[cur][class] = append(p.bars[cur][class], svgRect{x, w})
+				p.bars[cur][class] = append(p.bars[cur][class], svgRect{x, w, from, to})
 			}
 			stack = append(stack, cur)
 		case xml.EndElement:
