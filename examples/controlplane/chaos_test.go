@@ -27,10 +27,10 @@ const chaosDuration = 2 * time.Minute
 // succeed, a cluster that did not become whole again), and if a goroutine
 // or a child process is left once Run has returned.
 func TestChaos(t *testing.T) {
+	testenv.AwaitNoLeaks(t)
 	for _, seed := range []uint64{1, rand.Uint64()} {
 		t.Run("seed="+strconv.FormatUint(seed, 10), func(t *testing.T) {
 			t.Logf("chaos seed %d: replay with go run ./examples/controlplane --chaos %s --seed %d", seed, chaosDuration, seed)
-			testenv.AwaitNoLeaks(t)
 			before := childProcesses(t)
 			var out bytes.Buffer
 			ctx, cancel := context.WithTimeout(context.Background(), chaosDuration+6*time.Minute)
