@@ -137,8 +137,12 @@ func TestAddLearnerIdempotent(t *testing.T) {
 	}()
 	await(t, addSent, "MemberAdd to be sent")
 	var added uint64
-	testenv.Eventually(t, guard, 20*time.Millisecond, func() error {
-		for id, mem := range members(ctx, t, c.Client()) {
+	eventually(ctx, t, 20*time.Millisecond, func(ctx context.Context) error {
+		ms, err := listMembers(ctx, c.Client())
+		if err != nil {
+			return err
+		}
+		for id, mem := range ms {
 			if mem.IsLearner {
 				added = id
 				return nil
@@ -272,8 +276,7 @@ func TestAddLearnerTooManyLearners(t *testing.T) {
 // outside Join, from a fresh member list.
 func initialClusterOf(ctx context.Context, t testing.TB, cli *clientv3.Client, id uint64, name string) string {
 	t.Helper()
-	resp, err := cli.MemberList(ctx)
-	require.NoError(t, err)
+	resp := memberList(ctx, t, cli)
 	for _, m := range resp.Members {
 		if m.ID == id {
 			return testenv.InitialCluster(&clientv3.MemberAddResponse{Members: resp.Members, Member: m}, name)

@@ -35,6 +35,9 @@ func deadEndpointCluster(ctx context.Context, t testing.TB, c *testenv.Cluster) 
 	direct, err := c.NewClient(live.ClientURL)
 	require.NoError(t, err)
 
+	// So that etcd takes the one MemberPromote TestPromoteWithDeadEndpoint
+	// counts.
+	fillLog(ctx, t, direct)
 	learner, err = c.NewMemberSpec("learner")
 	require.NoError(t, err)
 	// A fresh cluster refuses membership changes for five seconds

@@ -205,11 +205,65 @@ func newManager(t testing.TB, cli *clientv3.Client, opts ...etcdmember.Option) *
 	return m
 }
 
-// members reads the member list through a client of the test's own.
+// readTimeout bounds each try of a read the test makes through a client of
+// its own (member list, status). clientv3 waits for a ready connection and
+// retries an Unavailable reply (a linearizable read whose read index the
+// leader cannot confirm yet, a leader change) until the call's context
+// ends: with the test's whole context, one read that gets no answer would
+// take the rest of the test, and the test would fail with "context
+// deadline exceeded" instead of what it was waiting for. Bounded, such a
+// read fails and is tried again. A failure guard, not a timing assertion.
+const readTimeout = 5 * time.Second
+
+// eventually is testenv.Eventually, within the guard, for a condition
+// that reads through the test's own clients: each call of cond gets a
+// context bounded by readTimeout, so a read that hangs is tried again
+// rather than taking the whole test. It fails the test, with cond's last
+// error, as soon as ctx ends.
+func eventually(ctx context.Context, t testing.TB, interval time.Duration, cond func(ctx context.Context) error) {
+	t.Helper()
+	var last error
+	testenv.Eventually(t, guard, interval, func() error {
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("test context ended (%v); last: %v", err, last)
+		}
+		rctx, cancel := context.WithTimeout(ctx, readTimeout)
+		defer cancel()
+		last = cond(rctx)
+		return last
+	})
+}
+
+// memberList reads the member list (linearizable) through a client of the
+// test's own, each try bounded by readTimeout, trying again until one
+// succeeds (the test fails if none does within the guard or ctx).
+func memberList(ctx context.Context, t testing.TB, cli *clientv3.Client) *clientv3.MemberListResponse {
+	t.Helper()
+	var resp *clientv3.MemberListResponse
+	eventually(ctx, t, 50*time.Millisecond, func(ctx context.Context) (err error) {
+		resp, err = cli.MemberList(ctx)
+		return err
+	})
+	return resp
+}
+
+// members is memberList by member ID.
 func members(ctx context.Context, t testing.TB, cli *clientv3.Client) map[uint64]*clientMember {
 	t.Helper()
+	return byID(memberList(ctx, t, cli))
+}
+
+// listMembers reads the member list once, with ctx as it is: for a
+// condition of eventually, which bounds it.
+func listMembers(ctx context.Context, cli *clientv3.Client) (map[uint64]*clientMember, error) {
 	resp, err := cli.MemberList(ctx)
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
+	return byID(resp), nil
+}
+
+func byID(resp *clientv3.MemberListResponse) map[uint64]*clientMember {
 	out := map[uint64]*clientMember{}
 	for _, m := range resp.Members {
 		out[m.ID] = &clientMember{Name: m.Name, IsLearner: m.IsLearner, PeerURLs: m.PeerURLs}
@@ -223,6 +277,34 @@ type clientMember struct {
 	PeerURLs  []string
 }
 
+// logFill is how many raft entries fillLog writes.
+const logFill = 50
+
+// fillLog writes logFill entries through cli, before a learner is added,
+// in a test that needs etcd to take the first MemberPromote Promote sends.
+//
+// etcd refuses a MemberPromote (ErrLearnerNotReady) while the leader's
+// record of the learner's log (its raft Match) is below 90 % of its own.
+// Promote's replication check appends two raft entries (a lease grant,
+// then its revoke) just before its MemberPromote, and the learner's
+// acknowledgement of them may still be on its way to the leader when the
+// promote arrives: in a fresh one-member cluster, at raft index 8, that
+// is 7/8 < 90 %, and etcd refuses the promote (seen with etcd v3.7.3
+// processes on a loaded 2-core machine; Promote then tries again, which a
+// test that counts one MemberPromote, or drops its reply, cannot have).
+// logFill more entries (a raft index of about 60 when the promote
+// arrives) let the learner lag by 5 entries or more. Fewer than 100:
+// etcd takes an in-memory snapshot every 100 applied entries, after which
+// a new member catches up from a snapshot, which these tests are not
+// about.
+func fillLog(ctx context.Context, t testing.TB, cli *clientv3.Client) {
+	t.Helper()
+	for i := range logFill {
+		_, err := cli.Put(ctx, "/kubeboot-test/fill", fmt.Sprint(i))
+		require.NoError(t, err)
+	}
+}
+
 // startFor returns a Join start function that starts spec's member in c.
 func startFor(c *testenv.Cluster, spec testenv.MemberSpec) etcdmember.StartFunc {
 	return func(ctx context.Context, initialCluster string) error {
@@ -232,10 +314,11 @@ func startFor(c *testenv.Cluster, spec testenv.MemberSpec) etcdmember.StartFunc 
 }
 
 // waitCaughtUp waits until the learner's applied index has reached the
-// leader's (both read directly, not through the code under test).
+// leader's (both read directly, not through the code under test, each
+// pair of reads bounded by readTimeout).
 func waitCaughtUp(ctx context.Context, t testing.TB, cli *clientv3.Client, learnerURL, leaderURL string) {
 	t.Helper()
-	testenv.Eventually(t, guard, 50*time.Millisecond, func() error {
+	eventually(ctx, t, 50*time.Millisecond, func(ctx context.Context) error {
 		ls, err := cli.Status(ctx, learnerURL)
 		if err != nil {
 			return err

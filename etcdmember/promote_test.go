@@ -59,6 +59,9 @@ func TestPromoteResponseLost(t *testing.T) {
 	c := newCluster(t)
 	direct := c.Client()
 
+	// So that etcd takes the one MemberPromote this test lets through.
+	fillLog(ctx, t, direct)
+
 	spec, err := c.NewMemberSpec("learner")
 	require.NoError(t, err)
 	id, initial := addLearner(ctx, t, direct, spec)
@@ -100,9 +103,15 @@ func TestPromoteResponseLost(t *testing.T) {
 	await(t, promoteSent, "MemberPromote to be sent")
 	// The request reached etcd: the member list (read directly) shows a
 	// voter while the reply is still being dropped.
-	testenv.Eventually(t, guard, 20*time.Millisecond, func() error {
-		if members(ctx, t, direct)[id].IsLearner {
-			return errors.New("still a learner")
+	eventually(ctx, t, 20*time.Millisecond, func(ctx context.Context) error {
+		ms, err := listMembers(ctx, direct)
+		switch {
+		case err != nil:
+			return err
+		case ms[id] == nil:
+			return fmt.Errorf("member %x is not in the list", id)
+		case ms[id].IsLearner:
+			return errors.New("still a learner (if etcd refused the promote, its log says \"rejecting promote learner\")")
 		}
 		return nil
 	})

@@ -1,6 +1,7 @@
 package etcdmember_test
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -81,7 +82,7 @@ func TestRemoveRefusesQuorumLoss(t *testing.T) {
 		require.NoError(t, err)
 		// The cluster has now lost its quorum — what Force is for is the
 		// caller's call. The removal was applied by the surviving member:
-		testenv.Eventually(t, guard, 50*time.Millisecond, func() error {
+		eventually(ctx, t, 50*time.Millisecond, func(ctx context.Context) error {
 			resp, err := survivor.MemberList(ctx, clientv3.WithSerializable())
 			if err != nil {
 				return err
