@@ -22,6 +22,9 @@ import (
 	"github.com/kubeboot/kubeboot/readiness"
 )
 
+// bootstrapTimeout bounds the bootstrap hooks phase.
+const bootstrapTimeout = 5 * time.Minute
+
 // retry is every bootstrap hook's policy: quick at first, capped, bounded
 // by a number of attempts rather than elapsed time, because the time a hook
 // spends waiting on its gate (a slow apiserver) would count against an
@@ -55,13 +58,27 @@ func (d *demo) bootstrap(ctx context.Context) error {
 	}
 	objs := calico.Objects{Kube: kube, Dynamic: dyn}
 
-	f := &faultState{ctx: ctx}
+	// The bootstrap is bounded, and a fault whose repair fails (the
+	// apiserver does not come back) ends it at once instead of leaving
+	// the hooks to wait on their gates forever; the repair goroutines are
+	// waited for before returning.
+	ctx, cancelTimeout := context.WithTimeout(ctx, bootstrapTimeout)
+	defer cancelTimeout()
+	ctx, abort := context.WithCancelCause(ctx)
+	f := &faultState{ctx: ctx, abort: abort}
+	defer f.wg.Wait()
+	defer abort(nil)
 	var apiPodOpts []readiness.PodOption
 	gateOpts := []readiness.Option{readiness.WithStability(3, 500*time.Millisecond), readiness.WithAttemptTimeout(2 * time.Second)}
 	if d.cfg.Fault == FaultStaticPodUpgrade {
-		if f.upgrade, err = d.beginStaticPodUpgrade(ctx, kube); err != nil {
+		if f.upgrade, err = d.beginStaticPodUpgrade(ctx, kube, abort); err != nil {
 			return fmt.Errorf("static-pod-upgrade: %w", err)
 		}
+		f.wg.Add(1)
+		go func() { // so that every return waits for the restart
+			defer f.wg.Done()
+			f.upgrade.wait()
+		}()
 		apiPodOpts = f.upgrade.gateOptions()
 		gateOpts = append(gateOpts, readiness.WithObserver(f.upgrade.gateAttempt))
 	}
@@ -124,6 +141,12 @@ func (d *demo) bootstrap(ctx context.Context) error {
 	}
 	d.tl.Record("hooks", "run", "begin", fmt.Sprintf("%d hooks", len(hs)))
 	err = runner.Run(ctx)
+	if cause := context.Cause(ctx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = fmt.Errorf("%w (%v)", err, cause)
+	}
+	if err != nil {
+		abort(nil) // a repair still under way ends now
+	}
 	f.wg.Wait()
 	d.res.Hooks = runner.Report()
 	if err != nil {
@@ -268,7 +291,8 @@ func (d *demo) observe(e hooks.Event, f *faultState) {
 // faults with the hooks.
 type faultState struct {
 	ctx     context.Context // the bootstrap run's
-	upgrade *podUpgrade     // static-pod-upgrade only
+	abort   context.CancelCauseFunc
+	upgrade *podUpgrade // static-pod-upgrade only
 	mu      sync.Mutex
 	wg      sync.WaitGroup
 	started bool
@@ -328,6 +352,9 @@ func (f *faultState) triggerRestart(d *demo) bool {
 		f.mu.Unlock()
 		if err != nil {
 			d.tl.Record("node1", "fault", "failed", "kube-apiserver did not come back: "+err.Error())
+			if f.abort != nil {
+				f.abort(fmt.Errorf("apiserver-restart: the kube-apiserver did not come back: %w", err))
+			}
 			return
 		}
 		d.tl.Record("node1", "fault", "observed", "kube-apiserver is back; waiting hooks resume through their gates")

@@ -40,8 +40,9 @@ const (
 // same way), the bootstrap composed with kubeboot — the example's own Run —
 // and the same bootstrap composed the way kubeadm, k3s and RKE2 do it today
 // (anchorBootstrap). It measures the wall time from "first etcd member up"
-// to "every hook done", per phase, for both, and their ratio; with and
-// without the promote-reply-lost fault (kubeadm #3317).
+// to "every hook done", per phase, for both, and their ratio; without a
+// fault, and with static-pod-upgrade (rke2 #8269) and promote-reply-lost
+// (kubeadm #3317).
 //
 // Every iteration is a full fresh bootstrap of each. The figures are the
 // medians over b.N iterations, reported as metrics; the built-in ns/op is
@@ -183,9 +184,11 @@ func kubebootBootstrap(b *testing.B, fault string) (bootstrapFigures, error) {
 }
 
 // anchorBootstrap brings up the same control plane as Run — node 1's etcd,
-// nodes 2 and 3 joined as learners and promoted, the kube-apiserver against
-// the cluster, its address published under the same prefix, the same
-// bootstrap hooks — composed the way the anchors do it today:
+// nodes 2 and 3 joined as learners and promoted, every node's
+// kube-apiserver and kubelet with its static pods and the controllers
+// (startControlPlane), every apiserver's address published under the same
+// prefix, the same bootstrap hooks — composed the way the anchors do it
+// today:
 //
 //   - join (kubeadm): MemberAddAsLearner (retried every 500 ms while etcd
 //     refuses it as an unhealthy cluster), start the member, then MemberPromote
@@ -193,22 +196,22 @@ func kubebootBootstrap(b *testing.B, fault string) (bootstrapFigures, error) {
 //     etcd health wait, every member's Status every 500 ms until all answer.
 //     Under promote-reply-lost, node 2 promotes through the same
 //     reply-dropping proxy as Run's (promoteReplyLoss).
-//   - apiserver (kubeadm): the same testenv start as Run, then /readyz every
-//     500 ms until it answers ok.
-//   - discovery (k3s): the same Publish as Run; the agent, started when the
-//     first etcd member is up (t=0), reads the prefix with a plain Get at t=0
-//     and every 5 s after, until it is non-empty.
+//   - apiserver (kubeadm): the same startControlPlane as Run, then node 1's
+//     /readyz every 500 ms until it answers ok.
+//   - discovery (k3s): the same Publish of every apiserver as Run; the agent,
+//     started when the first etcd member is up (t=0), reads the prefix with
+//     a plain Get at t=0 and every 5 s after, until it holds every address.
 //   - hooks (RKE2, kubeadm): one gate for all hooks — RKE2's static-pod
-//     poll, then /readyz every 2 s until ok — then the example's own hook
-//     functions (rbac, crds, cluster-information, then the CNI start) one
-//     after another, each retried every 500 ms on failure (2 minutes at
-//     most). What is modelled: the demo has no static pods, so the 20 s
-//     static-pod poll is a poll that starts at t=0 and ticks every 20 s,
-//     whose condition is "the kube-apiserver has been started and its
-//     /readyz answers ok" (before it is started, a tick is false without a
-//     request, as a kubelet finding no mirror pod). The hooks phase is
-//     measured from the end of discovery, so it includes the rest of that
-//     20 s poll.
+//     poll (node 1's etcd and kube-apiserver mirror pods present and Ready,
+//     whatever their config hash), then /readyz every 2 s until ok — then
+//     the example's own hook functions (rbac, crds, cluster-information,
+//     then the CNI start) one after another, each retried every 500 ms on
+//     failure (2 minutes at most). The static-pod poll starts at t=0 and
+//     ticks every 20 s (before the control plane is started, a tick is false
+//     without a request); under static-pod-upgrade, the same upgrade as
+//     Run's is injected as the hooks are about to run and RKE2 polls its
+//     static pods again, every 20 s from then. The hooks phase is measured
+//     from the end of discovery, so it includes the rest of those polls.
 //
 // The apiserver requests (a counting RoundTripper on every anchor client)
 // and the etcd RPCs (a gRPC interceptor on the anchor's client, plus the
@@ -357,9 +360,12 @@ func anchorBootstrap(b *testing.B, fault string) (bootstrapFigures, error) {
 		// The same upgrade as Run's, as the hooks are about to run; RKE2
 		// polls its static pods again (present and Ready, no hash), then
 		// /readyz.
-		if _, err := d.beginStaticPodUpgrade(ctx, kube); err != nil {
+		u, err := d.beginStaticPodUpgrade(ctx, kube, nil)
+		if err != nil {
 			return f, err
 		}
+		defer u.wait()
+		defer cancel() // before the wait: ends a restart still under way
 		rke2StaticPodPollUntil(ctx, &kubeClient)
 	}
 	if err := pollUntil(ctx, rke2ReadyzPoll, func() bool { return readyzOK(ctx, rc) }); err != nil {

@@ -129,7 +129,12 @@ func (d *demo) chaos(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mon := newChaosMonitor(d)
+	monClient, err := d.etcd.NewClient(d.runningEndpoints()...)
+	if err != nil {
+		return err
+	}
+	defer monClient.Close()
+	mon := newChaosMonitor(d, monClient)
 	mctx, stopMon := context.WithCancel(ctx)
 	var monWG sync.WaitGroup
 	monWG.Add(1)
@@ -418,10 +423,12 @@ func (d *demo) awaitWhole(ctx context.Context, kube kubernetes.Interface) error 
 	return nil
 }
 
-// chaosMonitor reads the cluster from outside every 250 ms: which members
-// are voters, which answer a Status on their own client URL.
+// chaosMonitor reads the cluster from outside every 250 ms, through a
+// client of its own to every node's member: which members are voters, and
+// which answer a Status on their own client URL knowing a leader.
 type chaosMonitor struct {
-	d *demo
+	d   *demo
+	cli *clientv3.Client
 
 	mu       sync.Mutex
 	n        int
@@ -431,8 +438,8 @@ type chaosMonitor struct {
 	answered map[uint64]bool // in the previous reading
 }
 
-func newChaosMonitor(d *demo) *chaosMonitor {
-	return &chaosMonitor{d: d, learners: map[uint64]bool{}, answered: map[uint64]bool{}}
+func newChaosMonitor(d *demo, cli *clientv3.Client) *chaosMonitor {
+	return &chaosMonitor{d: d, cli: cli, learners: map[uint64]bool{}, answered: map[uint64]bool{}}
 }
 
 func (m *chaosMonitor) run(ctx context.Context) {
@@ -448,14 +455,24 @@ func (m *chaosMonitor) run(ctx context.Context) {
 	}
 }
 
-// read takes one reading: the member list (through node 1's view of the
-// cluster), then a Status of every member on its own client URL.
+// read takes one reading: the member list through every node's member,
+// then a Status of every member on its own client URL. A member counts as
+// up when it answers knowing a leader; a reading whose member list cannot
+// be read counts as one without quorum. etcd has no answering quorum
+// while fewer than a majority of the voters are up.
 func (m *chaosMonitor) read(ctx context.Context) {
-	rctx, cancel := context.WithTimeout(ctx, time.Second)
-	list, err := m.d.client.MemberList(rctx, clientv3.WithSerializable())
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	list, err := m.cli.MemberList(rctx)
 	cancel()
+	if ctx.Err() != nil {
+		return
+	}
 	if err != nil {
-		return // the monitor's own view was cut off: no reading
+		m.mu.Lock()
+		m.n++
+		m.noQuorumFor(fmt.Sprintf("the member list could not be read (%v)", err))
+		m.mu.Unlock()
+		return
 	}
 	answered := map[uint64]bool{}
 	var mu sync.Mutex
@@ -467,9 +484,9 @@ func (m *chaosMonitor) read(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			if _, err := m.d.client.Status(sctx, mem.ClientURLs[0]); err == nil {
+			if st, err := m.cli.Status(sctx, mem.ClientURLs[0]); err == nil && st.Leader != 0 {
 				mu.Lock()
 				answered[mem.ID] = true
 				mu.Unlock()
@@ -496,14 +513,10 @@ func (m *chaosMonitor) read(ctx context.Context) {
 			m.broken = append(m.broken, fmt.Sprintf("member %x (%s) was promoted while it answered neither this reading nor the one before", mem.ID, mem.Name))
 		}
 	}
-	now := time.Now()
 	if up > voters/2 {
 		m.noQuorum = time.Time{}
-	} else if m.noQuorum.IsZero() {
-		m.noQuorum = now
-	} else if now.Sub(m.noQuorum) > 5*time.Second {
-		m.broken = append(m.broken, fmt.Sprintf("only %d of %d voters answered for %s", up, voters, now.Sub(m.noQuorum).Round(time.Millisecond)))
-		m.noQuorum = now
+	} else {
+		m.noQuorumFor(fmt.Sprintf("only %d of %d voters answered knowing a leader", up, voters))
 	}
 	m.learners = map[uint64]bool{}
 	for _, mem := range list.Members {
@@ -512,6 +525,20 @@ func (m *chaosMonitor) read(ctx context.Context) {
 		}
 	}
 	m.answered = answered
+}
+
+// noQuorumFor notes a reading without quorum, and a violation once there
+// has been none for more than 5 s. Called with m.mu held.
+func (m *chaosMonitor) noQuorumFor(why string) {
+	now := time.Now()
+	if m.noQuorum.IsZero() {
+		m.noQuorum = now
+		return
+	}
+	if now.Sub(m.noQuorum) > 5*time.Second {
+		m.broken = append(m.broken, fmt.Sprintf("no quorum for %s: %s", now.Sub(m.noQuorum).Round(time.Millisecond), why))
+		m.noQuorum = now
+	}
 }
 
 func (m *chaosMonitor) violations() []string {

@@ -126,7 +126,9 @@ func (d *demo) discover(ctx context.Context) error {
 	}
 	for _, n := range live {
 		d.tl.Record(n.name, "agent: wait for addresses", "begin", fmt.Sprintf("%d", len(live)))
-		addrs, err := n.agent.watcher.WaitForAddresses(ctx, len(live))
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		addrs, err := n.agent.watcher.WaitForAddresses(wctx, len(live))
+		cancel()
 		if err != nil {
 			return fmt.Errorf("%s: agent: %w", n.name, err)
 		}

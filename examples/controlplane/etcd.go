@@ -37,6 +37,17 @@ func (d *demo) startEtcd(ctx context.Context) error {
 	return nil
 }
 
+// runningEndpoints are the client URLs of the members whose etcd runs.
+func (d *demo) runningEndpoints() []string {
+	var eps []string
+	for _, m := range d.etcd.Members() {
+		if m.Running() {
+			eps = append(eps, m.ClientURL)
+		}
+	}
+	return eps
+}
+
 // joinMembers joins nodes 2..N one at a time through etcdmember.Join:
 // learner, started, caught up, promoted. With the promote-reply-lost fault,
 // node 2 joins through a proxy that loses its first MemberPromote reply;

@@ -77,19 +77,48 @@ func run(args []string) int {
 		}
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected argument %q (flags only)\n", fs.Arg(0))
+		fs.Usage()
+		return 2
+	}
 	cfg.Out, cfg.Log = os.Stdout, os.Stderr
 	cfg.Seed = *seed
+	if cfg.Seed != 0 && cfg.Chaos == 0 {
+		fmt.Fprintln(os.Stderr, "--seed needs --chaos")
+		return 2
+	}
 	if cfg.Chaos > 0 && cfg.Seed == 0 {
 		cfg.Seed = rand.Uint64()
 	}
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if *timeline != "" {
+		// Find out now, not after the run, that the chart cannot be written.
+		f, err := os.OpenFile(*timeline, os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		_ = f.Close()
+	}
 	if cfg.Chaos > 0 {
-		fmt.Fprintf(os.Stdout, "chaos seed %d (replay with --chaos %s --seed %d)\n", cfg.Seed, cfg.Chaos, cfg.Seed)
+		// On stderr, so that --json output stays JSON lines.
+		fmt.Fprintf(os.Stderr, "chaos seed %d (replay with --chaos %s --seed %d)\n", cfg.Seed, cfg.Chaos, cfg.Seed)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// A second Ctrl-C is not swallowed: the default handling (exit)
+		// comes back once the first has started the teardown.
+		<-ctx.Done()
+		stop()
+	}()
 	res, err := Run(ctx, cfg)
-	if res == nil { // invalid configuration
+	if res == nil { // invalid configuration, or no temporary directory
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}

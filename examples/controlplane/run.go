@@ -112,8 +112,8 @@ type Result struct {
 }
 
 func (c Config) validate() error {
-	if c.Members < 1 {
-		return fmt.Errorf("--members must be at least 1, got %d", c.Members)
+	if c.Members < 1 || c.Members > 7 {
+		return fmt.Errorf("--members must be between 1 and 7 (etcd's recommended maximum), got %d", c.Members)
 	}
 	if (c.Fault == FaultPromoteReplyLost || c.Fault == FaultDeadLearner) && c.Members < 2 {
 		return fmt.Errorf("--fault %s needs --members of at least 2 (a learner to join)", c.Fault)
@@ -149,7 +149,7 @@ type demo struct {
 	ph     phases
 	dir    string
 	etcd   *testenv.Cluster
-	client *clientv3.Client   // node 1's view of the cluster (all endpoints)
+	client *clientv3.Client   // node 1's view of the cluster: every member that joined
 	api    *testenv.APIServer // node 1's
 	cp     *testenv.ControlPlane
 	nodes  []*cpNode
@@ -197,6 +197,7 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.joinMembers(ctx); err != nil {
 		return fmt.Errorf("etcd join: %w", err)
 	}
+	d.client.SetEndpoints(d.runningEndpoints()...) // node 1's view: every member
 	d.ph.end("etcd join")
 	if err := d.startControlPlane(ctx); err != nil {
 		return fmt.Errorf("control plane: %w", err)
@@ -230,6 +231,10 @@ func (d *demo) run(ctx context.Context) error {
 			return err
 		}
 		d.ph.end("chaos")
+		// The end state is the state after the chaos.
+		if err := d.verify(ctx); err != nil {
+			return fmt.Errorf("after the chaos: %w", err)
+		}
 	}
 	if d.cfg.Keep {
 		return d.keep(ctx)

@@ -66,14 +66,16 @@ type podUpgrade struct {
 
 	mu      sync.Mutex
 	ev      StaticPodUpgrade
-	restart chan error // the process's restart, once
+	restart chan error    // the process's restart, once
+	done    chan struct{} // closed when the restart goroutine has ended
 }
 
 // beginStaticPodUpgrade waits until node 1's apiserver mirror pod is the
 // Ready pod of generation 1, then stops the process, rewrites the manifest
-// and starts the process again in the background. It returns once the
-// manifest is rewritten.
-func (d *demo) beginStaticPodUpgrade(ctx context.Context, kube kubernetes.Interface) (*podUpgrade, error) {
+// and starts the process again in the background, bounded by ctx. It
+// returns once the manifest is rewritten. A restart that fails is passed
+// to onFail (when not nil); wait waits for the restart to end.
+func (d *demo) beginStaticPodUpgrade(ctx context.Context, kube kubernetes.Interface, onFail func(error)) (*podUpgrade, error) {
 	n := d.nodes[0]
 	name := mirrorPod(apiServerPodName, n.name)
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -86,7 +88,7 @@ func (d *demo) beginStaticPodUpgrade(ctx context.Context, kube kubernetes.Interf
 	if err != nil {
 		return nil, err
 	}
-	u := &podUpgrade{d: d, n: n, kube: kube, restart: make(chan error, 1)}
+	u := &podUpgrade{d: d, n: n, kube: kube, restart: make(chan error, 1), done: make(chan struct{})}
 	u.ev = StaticPodUpgrade{Node: n.name, OldPID: n.api.PID(), OldHash: old.Annotations[hashAnnotation], OldUID: string(old.UID)}
 	if u.ev.OldHash == "" {
 		return nil, fmt.Errorf("mirror pod %s has no %s annotation", name, hashAnnotation)
@@ -102,10 +104,14 @@ func (d *demo) beginStaticPodUpgrade(ctx context.Context, kube kubernetes.Interf
 	}
 	u.at = time.Now()
 	go func() {
+		defer close(u.done)
 		d.tl.Record(n.name, "kube-apiserver restart", "begin", "")
 		err := n.api.Start(ctx)
 		if err != nil {
 			d.tl.Record(n.name, "kube-apiserver restart", "failed", err.Error())
+			if onFail != nil {
+				onFail(fmt.Errorf("static-pod-upgrade: the kube-apiserver did not come back: %w", err))
+			}
 		} else {
 			d.tl.Record(n.name, "kube-apiserver restart", "ok", fmt.Sprintf("process %d", n.api.PID()))
 		}
@@ -113,6 +119,10 @@ func (d *demo) beginStaticPodUpgrade(ctx context.Context, kube kubernetes.Interf
 	}()
 	return u, nil
 }
+
+// wait waits until the restart goroutine has ended (it ends with the
+// context beginStaticPodUpgrade was given).
+func (u *podUpgrade) wait() { <-u.done }
 
 // gateOptions are the options of the gate's mirror-pod check: only a
 // mirror pod whose hash changed from the old one can pass.

@@ -19,6 +19,7 @@ func (d *demo) verify(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("member list: %w", err)
 	}
+	d.res.Voters, d.res.Learners = 0, 0
 	for _, m := range list.Members {
 		if m.IsLearner {
 			d.res.Learners++

@@ -206,10 +206,8 @@ func (a *APIServer) prepare() error {
 	return nil
 }
 
-// Start starts the process if it is not running (a new loopback port on the
-// first start, the same one on restarts) and waits until it is ready. A
-// first start that loses its port to another process is retried on a new
-// port.
+// newCredentials makes the apiserver's own CA, serving certificate,
+// service-account key pair and admin token.
 func (a *APIServer) newCredentials() error {
 	ca, err := NewCA(a.dir)
 	if err != nil {
@@ -236,6 +234,10 @@ func (a *APIServer) newCredentials() error {
 	return nil
 }
 
+// Start starts the process if it is not running (a new loopback port on the
+// first start, the same one on restarts) and waits until it is ready. A
+// first start that loses its port to another process is retried on a new
+// port.
 func (a *APIServer) Start(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		fresh, err := a.launch()
