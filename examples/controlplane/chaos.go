@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kubeboot/kubeboot/apiserverdisco"
 	"github.com/kubeboot/kubeboot/cnibootstrap"
 	"github.com/kubeboot/kubeboot/etcdmember"
 	"github.com/kubeboot/kubeboot/examples/internal/calico"
@@ -35,10 +37,25 @@ const (
 	chaosLearnerJoin      = "learner-join"  // a spare member joins (learner, promoted) and is removed
 	chaosDeadLearner      = "dead-learner"  // a spare member is killed right after it starts: never promoted
 	chaosPromoteReplyLost = "promote-reply" // a spare member joins through a proxy that loses the promote reply
+	chaosNodeRestart      = "node-restart"  // a whole node (not node1) killed, its address awaited gone, then restarted
 )
 
 // ChaosFaults are the faults a chaos run draws from.
-var ChaosFaults = []string{chaosAPIServerRestart, chaosStaticPodUpgrade, chaosEtcdRestart, chaosAgentOutage, chaosLearnerJoin, chaosDeadLearner, chaosPromoteReplyLost}
+var ChaosFaults = []string{chaosAPIServerRestart, chaosStaticPodUpgrade, chaosEtcdRestart, chaosAgentOutage, chaosLearnerJoin, chaosDeadLearner, chaosPromoteReplyLost, chaosNodeRestart}
+
+// chaosTarget is the node a step hits: the drawn one, except that
+// agent-outage always cuts off node 1's agent and node-restart never
+// kills node 1 (whose apiserver the hooks use), taking the last node
+// instead.
+func chaosTarget(step ChaosStep, nodes int) int {
+	switch {
+	case step.Fault == chaosAgentOutage:
+		return 0
+	case step.Fault == chaosNodeRestart && step.Node == 0:
+		return nodes - 1
+	}
+	return step.Node
+}
 
 // ChaosStep is one planned fault of a chaos run: the same seed gives the
 // same sequence of steps.
@@ -186,7 +203,7 @@ func (d *demo) chaos(ctx context.Context) error {
 // chaosStep injects one fault, runs the bootstrap hooks again while it is
 // repaired, and waits until the cluster is whole.
 func (d *demo) chaosStep(ctx context.Context, i int, step ChaosStep, kube kubernetes.Interface, objs calico.Objects, clients cnibootstrap.Clients) (ChaosStepResult, error) {
-	n := d.nodes[step.Node]
+	n := d.nodes[chaosTarget(step, len(d.nodes))]
 	res := ChaosStepResult{ChaosStep: step, NodeName: n.name}
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
@@ -255,6 +272,15 @@ func (d *demo) chaosStep(ctx context.Context, i int, step ChaosStep, kube kubern
 			p.ResetAll()
 			return "node1's agent cut off from etcd for 3 s", nil
 		}
+	case chaosNodeRestart:
+		if err := d.awaitSnapshotPast(sctx, n); err != nil {
+			return res, err
+		}
+		killed, addr, err := d.killNode(n)
+		if err != nil {
+			return res, err
+		}
+		repair = func(ctx context.Context) (string, error) { return d.reviveNode(ctx, n, killed, addr) }
 	case chaosLearnerJoin, chaosDeadLearner, chaosPromoteReplyLost:
 		res.NodeName = fmt.Sprintf("spare%d", i+1)
 		repair = func(ctx context.Context) (string, error) { return d.chaosJoin(ctx, res.NodeName, step.Fault) }
@@ -612,4 +638,69 @@ func snapshotIndex(dataDir string) uint64 {
 		}
 	}
 	return top
+}
+
+// killNode kills n as node-loss does: registration and agent stopped, its
+// kubelet, kube-apiserver and etcd member killed at once. It returns when
+// and the address it published.
+func (d *demo) killNode(n *cpNode) (time.Time, string, error) {
+	u, err := url.Parse(n.api.URL())
+	if err != nil {
+		return time.Time{}, "", err
+	}
+	killed := time.Now()
+	n.stop()
+	n.lost = true
+	var wg sync.WaitGroup
+	for _, kill := range []func() error{n.kubelet.Kill, n.api.Kill, n.member.Kill} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = kill()
+		}()
+	}
+	wg.Wait()
+	n.agent.close()
+	return killed, u.Host, nil
+}
+
+// reviveNode waits until every other agent has been handed a set without
+// n's address (its lease expired: within the TTL, or the TTL again when
+// the node led etcd, since a new leader renews every lease), then starts
+// n's etcd member, kube-apiserver and kubelet again, publishes its
+// address and starts its agent.
+func (d *demo) reviveNode(ctx context.Context, n *cpNode, killed time.Time, addr string) (string, error) {
+	bound := 2*addressTTL + leaseExpiryCheck + apiserverdisco.DefaultDebounce + 5*time.Second
+	var took time.Duration
+	for _, o := range d.live() {
+		wctx, cancel := context.WithTimeout(ctx, bound)
+		at, err := o.agent.awaitDeliveryWithout(wctx, addr, killed)
+		cancel()
+		if err != nil {
+			return "", fmt.Errorf("%s's agent after %s was lost: %w", o.name, n.name, err)
+		}
+		took = max(took, at.Sub(killed))
+	}
+	if err := n.member.Restart(ctx); err != nil {
+		return "", err
+	}
+	if err := n.api.Start(ctx); err != nil {
+		return "", err
+	}
+	if err := n.kubelet.Start(ctx); err != nil {
+		return "", err
+	}
+	n.ctx, n.stop = context.WithCancel(context.WithoutCancel(ctx))
+	reg, err := apiserverdisco.Publish(n.ctx, n.etcd, n.name, addr, apiserverdisco.WithTTL(addressTTL))
+	if err != nil {
+		return "", fmt.Errorf("%s: publish again: %w", n.name, err)
+	}
+	n.reg = reg
+	a, err := d.startAgent(n, n.etcd, nil)
+	if err != nil {
+		return "", err
+	}
+	n.agent = a
+	n.lost = false
+	return fmt.Sprintf("%s left every other agent's set after %s; node restarted", addr, took.Round(time.Millisecond)), nil
 }

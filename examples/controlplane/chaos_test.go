@@ -62,10 +62,8 @@ func TestChaos(t *testing.T) {
 				t.Errorf("%d faults injected on the timeline, %d steps reported", len(injected), len(want))
 			}
 			for i := range min(len(injected), len(want)) {
-				target := "node" + strconv.Itoa(want[i].Node+1)
+				target := "node" + strconv.Itoa(chaosTarget(want[i], 3)+1)
 				switch want[i].Fault {
-				case chaosAgentOutage:
-					target = "node1"
 				case chaosLearnerJoin, chaosDeadLearner, chaosPromoteReplyLost:
 					target = "spare" + strconv.Itoa(i+1)
 				}
