@@ -54,7 +54,7 @@ var FaultHelp = map[string]string{
 
 // Config is what the flags set.
 type Config struct {
-	// Members is the number of etcd members (nodes); at least 1.
+	// Members is the number of control-plane nodes (etcd members), 1 to 7.
 	Members int
 	// Fault is one of Faults, or "" for the plain run.
 	Fault string
@@ -79,11 +79,13 @@ type Config struct {
 // Result is the end state of a run, for the summary and for tests.
 type Result struct {
 	// Voters is the number of voting etcd members at the end: Members, or
-	// one fewer under dead-learner.
+	// one fewer under dead-learner (under node-loss the lost node's member
+	// is still a voter, one that does not answer).
 	Voters int
 	// Learners is the number of learners left at the end (0 on success).
 	Learners int
-	// Addresses is what the node agent's watcher holds at the end.
+	// Addresses is what every live node's agent holds at the end (after
+	// the chaos, with Chaos): the live apiservers' addresses, sorted.
 	Addresses []string
 	// Hooks is the hook runner's report.
 	Hooks hooks.Report
