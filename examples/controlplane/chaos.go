@@ -246,7 +246,7 @@ func (d *demo) chaosStep(ctx context.Context, i int, step ChaosStep, kube kubern
 		if err := d.awaitSnapshotPast(sctx, n); err != nil {
 			return res, err
 		}
-		if err := n.member.Kill(); err != nil {
+		if err := killMember(n.member); err != nil {
 			return res, err
 		}
 		repair = func(ctx context.Context) (string, error) {
@@ -381,7 +381,7 @@ func (d *demo) chaosJoin(ctx context.Context, name, fault string) (string, error
 			return err
 		}
 		if fault == chaosDeadLearner {
-			return m.Kill()
+			return killMember(m)
 		}
 		return nil
 	}
@@ -652,7 +652,7 @@ func (d *demo) killNode(n *cpNode) (time.Time, string, error) {
 	n.stop()
 	n.lost = true
 	var wg sync.WaitGroup
-	for _, kill := range []func() error{n.kubelet.Kill, n.api.Kill, n.member.Kill} {
+	for _, kill := range []func() error{n.kubelet.Kill, n.api.Kill, func() error { return killMember(n.member) }} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

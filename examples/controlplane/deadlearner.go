@@ -70,7 +70,7 @@ func (f *deadLearner) options() []etcdmember.Option {
 // afterStart runs once the learner's etcd serves: it waits until the
 // learner's applied index, read on its own client URL, has reached a
 // voter's read just before, then kills the learner's etcd at once
-// (testenv Member.Kill: a hard stop, no goodbye to its peers). The join's
+// (killMember: no goodbye to its peers). The join's
 // start function then returns success, as a node agent's would whose etcd
 // died right after it reported up.
 func (f *deadLearner) afterStart(ctx context.Context, m *testenv.Member) (caughtUp, target uint64, err error) {
@@ -94,7 +94,7 @@ func (f *deadLearner) afterStart(ctx context.Context, m *testenv.Member) (caught
 		case <-tick.C:
 		}
 	}
-	if err := m.Kill(); err != nil {
+	if err := killMember(m); err != nil {
 		return caughtUp, target, fmt.Errorf("dead-learner: killing %s's etcd: %w", f.node, err)
 	}
 	f.d.tl.Record(f.node, "fault", "injected", fmt.Sprintf("learner caught up (applied %d ≥ voter's %d) and its etcd was killed", caughtUp, target))

@@ -224,3 +224,18 @@ func (f *promoteReplyLoss) close() {
 	_ = f.client.Close()
 	_ = f.proxy.Close()
 }
+
+// killMember stops an etcd member at once, as a node that loses power
+// does. A process member (KUBEBOOT_ETCD_VERSION) gets SIGKILL. An embedded
+// one is closed (Member.Stop) instead of hard-stopped: embedded etcd v3.6.0
+// keeps serving client and peer requests for a moment after a hard stop
+// and panics in the one that reads its closed backend — a panic that takes
+// the whole process down, which chaos runs hit. Closing stops serving
+// first; for a member that does not lead it sends its peers nothing more
+// than a kill would (a leader hands its leadership over first).
+func killMember(m *testenv.Member) error {
+	if m.Version() != testenv.EmbeddedEtcdVersion() {
+		return m.Kill()
+	}
+	return m.Stop()
+}

@@ -70,7 +70,7 @@ func (d *demo) loseNode(ctx context.Context) error {
 	victim.stop()
 	victim.lost = true
 	var wg sync.WaitGroup
-	for _, kill := range []func() error{victim.kubelet.Kill, victim.api.Kill, victim.member.Kill} {
+	for _, kill := range []func() error{victim.kubelet.Kill, victim.api.Kill, func() error { return killMember(victim.member) }} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
