@@ -351,8 +351,8 @@ func (d *demo) hookRound(ctx context.Context, kube kubernetes.Interface, objs ca
 	return runner.Report(), err
 }
 
-// chaosJoin joins a spare member through etcdmember.Join and removes it
-// again through etcdmember.Remove. Under dead-learner the spare's etcd is
+// chaosJoin joins a spare member through etcdmember.Join, then stops it
+// and removes it through etcdmember.Remove. Under dead-learner the spare's etcd is
 // killed as soon as it started: the join must fail without promoting it
 // (the monitor checks every promotion from outside). Under promote-reply
 // the join goes through a proxy that loses the reply of the promote that
@@ -407,18 +407,24 @@ func (d *demo) chaosJoin(ctx context.Context, name, fault string) (string, error
 	if loss != nil && loss.replyLost() {
 		detail += ", the reply lost and the promotion confirmed from the member list"
 	}
+	// Stopped before it is removed: an embedded etcd v3.6.0 member that
+	// serves a Status while it applies its own removal panics ("failed to
+	// find local ID in cluster members", etcd #21966), taking the process
+	// down — the monitor and etcdmember's probes send Status all the time.
+	for _, m := range d.etcd.Members() {
+		if m.Name == name {
+			if err := killMember(m); err != nil {
+				return "", err
+			}
+		}
+	}
 	if _, err := mgr.Remove(ctx, res.Member.ID, etcdmember.RemoveOptions{}); err != nil {
 		return "", fmt.Errorf("removing %s: %w", name, err)
 	}
 	if err := d.noteRemoval(ctx); err != nil {
 		return "", err
 	}
-	for _, m := range d.etcd.Members() {
-		if m.Name == name {
-			_ = m.Stop()
-		}
-	}
-	return detail + ", then removed", nil
+	return detail + ", then stopped and removed", nil
 }
 
 // awaitWhole waits until the control plane is whole again: etcd healthy
