@@ -125,7 +125,7 @@ type ChaosStepResult struct {
 // time, each while the bootstrap hooks run again, until the duration has
 // passed. A monitor reads the cluster every 250 ms throughout and records
 // a violation when etcd has no answering quorum for more than 5 s or a
-// learner is promoted that did not answer the reading before; after every
+// spare killed while a learner shows up as a voter; after every
 // step no agent may have been handed an empty set, the hooks must have
 // succeeded, and the cluster must become whole again (every apiserver,
 // static pod, etcd member and agent).
@@ -152,6 +152,7 @@ func (d *demo) chaos(ctx context.Context) error {
 	}
 	defer monClient.Close()
 	mon := newChaosMonitor(d, monClient)
+	d.chaosMon = mon
 	mctx, stopMon := context.WithCancel(ctx)
 	var monWG sync.WaitGroup
 	monWG.Add(1)
@@ -381,6 +382,9 @@ func (d *demo) chaosJoin(ctx context.Context, name, fault string) (string, error
 			return err
 		}
 		if fault == chaosDeadLearner {
+			if d.chaosMon != nil {
+				d.chaosMon.markDead(spec.PeerURL)
+			}
 			return killMember(m)
 		}
 		return nil
@@ -466,12 +470,13 @@ type chaosMonitor struct {
 	n        int
 	broken   []string
 	noQuorum time.Time // since when no quorum answered (zero: it did)
-	learners map[uint64]bool
-	answered map[uint64]bool // in the previous reading
+	// dead are the peer URLs of spares killed as learners: none of them
+	// may ever show up as a voter.
+	dead map[string]bool
 }
 
 func newChaosMonitor(d *demo, cli *clientv3.Client) *chaosMonitor {
-	return &chaosMonitor{d: d, cli: cli, learners: map[uint64]bool{}, answered: map[uint64]bool{}}
+	return &chaosMonitor{d: d, cli: cli, dead: map[string]bool{}}
 }
 
 func (m *chaosMonitor) run(ctx context.Context) {
@@ -541,8 +546,10 @@ func (m *chaosMonitor) read(ctx context.Context) {
 		if answered[mem.ID] {
 			up++
 		}
-		if m.learners[mem.ID] && !answered[mem.ID] && !m.answered[mem.ID] {
-			m.broken = append(m.broken, fmt.Sprintf("member %x (%s) was promoted while it answered neither this reading nor the one before", mem.ID, mem.Name))
+		for _, u := range mem.PeerURLs {
+			if m.dead[u] {
+				m.broken = append(m.broken, fmt.Sprintf("member %x (%s), killed while a learner, is a voter", mem.ID, u))
+			}
 		}
 	}
 	if up > voters/2 {
@@ -550,13 +557,13 @@ func (m *chaosMonitor) read(ctx context.Context) {
 	} else {
 		m.noQuorumFor(fmt.Sprintf("only %d of %d voters answered knowing a leader", up, voters))
 	}
-	m.learners = map[uint64]bool{}
-	for _, mem := range list.Members {
-		if mem.IsLearner {
-			m.learners[mem.ID] = true
-		}
-	}
-	m.answered = answered
+}
+
+// markDead records the peer URL of a spare that is killed as a learner.
+func (m *chaosMonitor) markDead(peerURL string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dead[peerURL] = true
 }
 
 // noQuorumFor notes a reading without quorum, and a violation once there

@@ -22,8 +22,8 @@ const chaosDuration = 2 * time.Minute
 // fixed seed and once with a random one (printed, so a failure can be
 // replayed with --seed): faults drawn from every kind, one at a time, while
 // the bootstrap hooks run again. It fails on any invariant the run
-// reports broken (an empty address set, a promotion of a learner that did
-// not answer, etcd without an answering quorum, a hook round that did not
+// reports broken (an empty address set, a promotion of a learner that was
+// killed, etcd without an answering quorum, a hook round that did not
 // succeed, a cluster that did not become whole again), and if a goroutine
 // or a child process is left once Run has returned.
 func TestChaos(t *testing.T) {

@@ -159,6 +159,7 @@ type demo struct {
 	// chaosRemovedAt is the raft index of the last spare's removal in a
 	// chaos run.
 	chaosRemovedAt uint64
+	chaosMon       *chaosMonitor
 }
 
 // Run brings up the control plane as described in the package doc and
