@@ -22,6 +22,25 @@ import (
 	"github.com/kubeboot/kubeboot/readiness"
 )
 
+// adminClients are node 1's admin clients the hooks use: a clientset, the
+// Calico objects' clients and cnibootstrap's.
+func (d *demo) adminClients() (*kubernetes.Clientset, calico.Objects, cnibootstrap.Clients, error) {
+	admin := d.api.Config()
+	kube, err := kubernetes.NewForConfig(admin)
+	if err != nil {
+		return nil, calico.Objects{}, cnibootstrap.Clients{}, err
+	}
+	dyn, err := dynamic.NewForConfig(admin)
+	if err != nil {
+		return nil, calico.Objects{}, cnibootstrap.Clients{}, err
+	}
+	clients, err := cnibootstrap.NewClients(admin)
+	if err != nil {
+		return nil, calico.Objects{}, cnibootstrap.Clients{}, err
+	}
+	return kube, calico.Objects{Kube: kube, Dynamic: dyn}, clients, nil
+}
+
 // bootstrapTimeout bounds the bootstrap hooks phase.
 const bootstrapTimeout = 5 * time.Minute
 
@@ -43,20 +62,10 @@ func retry() backoff.BackOff {
 // makes hooks wait rather than fail; the CNI hook's gate is cnibootstrap's
 // wait for the add-on's prerequisites.
 func (d *demo) bootstrap(ctx context.Context) error {
-	admin := d.api.Config()
-	kube, err := kubernetes.NewForConfig(admin)
+	kube, objs, clients, err := d.adminClients()
 	if err != nil {
 		return err
 	}
-	dyn, err := dynamic.NewForConfig(admin)
-	if err != nil {
-		return err
-	}
-	clients, err := cnibootstrap.NewClients(admin)
-	if err != nil {
-		return err
-	}
-	objs := calico.Objects{Kube: kube, Dynamic: dyn}
 
 	// The bootstrap is bounded, and a fault whose repair fails (the
 	// apiserver does not come back) ends it at once instead of leaving

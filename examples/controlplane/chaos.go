@@ -15,7 +15,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kubeboot/kubeboot/apiserverdisco"
@@ -133,16 +132,7 @@ func (d *demo) chaos(ctx context.Context) error {
 	rep := &ChaosReport{Seed: d.cfg.Seed}
 	d.res.Chaos = rep
 	d.tl.Record("chaos", "run", "begin", fmt.Sprintf("seed %d, %s, faults %s", d.cfg.Seed, d.cfg.Chaos, strings.Join(ChaosFaults, ", ")))
-	admin := d.api.Config()
-	kube, err := kubernetes.NewForConfig(admin)
-	if err != nil {
-		return err
-	}
-	dyn, err := dynamic.NewForConfig(admin)
-	if err != nil {
-		return err
-	}
-	clients, err := cnibootstrap.NewClients(admin)
+	kube, objs, clients, err := d.adminClients()
 	if err != nil {
 		return err
 	}
@@ -175,7 +165,7 @@ func (d *demo) chaos(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		res, err := d.chaosStep(ctx, i, step, kube, calico.Objects{Kube: kube, Dynamic: dyn}, clients)
+		res, err := d.chaosStep(ctx, i, step, kube, objs, clients)
 		rep.Steps = append(rep.Steps, res)
 		if err != nil {
 			rep.Violations = append(rep.Violations, fmt.Sprintf("step %d (%s on %s): %v", i+1, step.Fault, res.NodeName, err))

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -66,19 +65,10 @@ func (d *demo) loseNode(ctx context.Context) error {
 	d.tl.Record(victim.name, "fault", "injected", fmt.Sprintf("node lost: kubelet, kube-apiserver %s and etcd member %s killed; its address lease (TTL %s) no longer renewed",
 		ev.Address, victim.member.ClientURL, addressTTL))
 	d.tl.Record(victim.name, "node loss", "begin", "")
-	killed := time.Now()
-	victim.stop()
-	victim.lost = true
-	var wg sync.WaitGroup
-	for _, kill := range []func() error{victim.kubelet.Kill, victim.api.Kill, func() error { return killMember(victim.member) }} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_ = kill()
-		}()
+	killed, _, err := d.killNode(victim)
+	if err != nil {
+		return err
 	}
-	wg.Wait()
-	victim.agent.close()
 	d.tl.Record(victim.name, "node loss", "ok", fmt.Sprintf("every process gone after %s", time.Since(killed).Round(time.Millisecond)))
 
 	remaining := d.live()
